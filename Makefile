@@ -1,0 +1,45 @@
+# orphanwatch: `make help` lists the targets.
+
+# The BPF toolchain is pinned: generated objects are committed and CI checks
+# they match what this compiler produces.
+BPF_CLANG  ?= clang-19
+BPF_STRIP  ?= llvm-strip-19
+BPF_CFLAGS ?= -O2 -g -Wall -Werror
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS    := -s -w -X github.com/orphanwatch/orphanwatch/internal/version.Version=$(VERSION)
+BIN        := bin/orphanwatch
+IMAGE      ?= orphanwatch:$(VERSION)
+
+.DEFAULT_GOAL := help
+.PHONY: help generate check-generated build run test test-unit bench lint image
+
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+generate: ## Rebuild the committed BPF objects and Go bindings (needs clang-19, libbpf-dev).
+	BPF2GO_CC=$(BPF_CLANG) BPF2GO_STRIP=$(BPF_STRIP) BPF2GO_CFLAGS="$(BPF_CFLAGS)" go generate ./internal/probe
+
+check-generated: generate ## Fail when the committed BPF objects are stale.
+	git diff --exit-code -- internal/probe || { echo "generated BPF files are stale: run 'make generate' and commit" >&2; exit 1; }
+
+build: ## Build bin/orphanwatch (static, no clang needed).
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/orphanwatch
+
+run: build ## Trace now (needs root): the live table of orphan deaths.
+	./$(BIN) trace
+
+test: ## The whole test suite: unit, kernel and PostgreSQL end-to-end tests (needs root; see .ci/run).
+	./scripts/test.sh
+
+test-unit: ## Unit tests only (no root needed).
+	go test ./...
+
+bench: build ## Measure overhead, lost events, agent cost, BPF cost, latency and startup.
+	go run ./bench
+
+lint: ## gofmt, go vet and staticcheck.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./...
+
+image: ## Build the container image (needs a Docker engine).
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .

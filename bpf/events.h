@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/* The records the BPF programs hand to user space, and the map values they
+ * share. bpf2go turns these structs into Go types (internal/probe), so every
+ * struct is naturally aligned (never packed) and its size is a multiple of 8. */
+#pragma once
+
+#define COMM_LEN 16
+#define EXE_LEN 64
+#define ARGS_LEN 160
+#define ANCESTRY_LEN 4
+#define CGROUP_NAME_LEN 96
+#define CGROUP_PARENT_LEN 80
+
+enum event_kind {
+	EVENT_EXIT = 1,     /* a process (its whole thread group) exited */
+	EVENT_ADOPTION = 2, /* a process lost its parent; parent below is the predicted new one */
+	EVENT_EXEC = 3,     /* a postgres/postmaster binary was executed */
+	EVENT_SIGNAL = 4,   /* a terminating signal sent by or to a watched postmaster */
+	EVENT_OOM = 5,      /* the OOM killer chose a victim (oom:mark_victim) */
+};
+
+/* task_ref.flags */
+enum task_flag {
+	TASK_NS_REAPER = 1 << 0,  /* child_reaper (PID 1) of its pid namespace */
+	TASK_SUBREAPER = 1 << 1,  /* prctl(PR_SET_CHILD_SUBREAPER) */
+	TASK_WATCHED = 1 << 2,    /* user space told us it is a postmaster */
+	TASK_ZOMBIE = 1 << 3,     /* already dead, waiting to be reaped */
+};
+
+/* event.flags */
+enum event_flag {
+	EVENT_HAS_BIRTH = 1 << 0,       /* birth holds the fork/exec record */
+	EVENT_HAS_SIGNAL = 1 << 1,      /* signal holds the last terminating signal sent to it */
+	EVENT_ADOPTED = 1 << 2,         /* parent at death is not the parent at birth */
+	EVENT_NS_TEARDOWN = 1 << 3,     /* adoption: the dying parent was its namespace's init */
+	EVENT_REAPER_GUESSED = 1 << 4,  /* adoption: subreaper walk hit its bound */
+	EVENT_CGROUP_V1 = 1 << 5,       /* cgroup is the v1 memory controller's, not v2 */
+};
+
+/* birth.flags */
+enum birth_flag {
+	BIRTH_FORKED = 1 << 0, /* seen at fork: time and ancestry are real */
+	BIRTH_EXECED = 1 << 1, /* seen at exec: exe and args are set */
+};
+
+/* signal_info.flags */
+enum signal_flag {
+	SIGNAL_FROM_KERNEL = 1 << 0,  /* SEND_SIG_PRIV or SI_KERNEL: e.g. the OOM killer */
+	SIGNAL_FROM_SELF = 1 << 1,    /* raised by the process itself: SIGPIPE, abort(), faults */
+	SIGNAL_DEFAULT_ACTION = 1 << 2, /* delivered with SIG_DFL: the signal killed it */
+	SIGNAL_NO_INFO = 1 << 3,  /* SEND_SIG_NOINFO: kernel code acting for the process, e.g. pipe_write's SIGPIPE */
+};
+
+/* oom_info.flags */
+enum oom_flag {
+	OOM_MEMCG = 1 << 0, /* a memory cgroup was at its limit: the OOM was that cgroup's */
+};
+
+enum counter {
+	COUNTER_RINGBUF_FULL = 0,       /* events lost: ring buffer reservation failed */
+	COUNTER_FORKS = 1,              /* processes forked (threads not counted) */
+	COUNTER_EXITS = 2,              /* processes exited (last thread) */
+	COUNTER_BIRTHS_EVICTED = 3,     /* exits of processes born after attach with no birth record */
+	COUNTER_CHILDREN_TRUNCATED = 4, /* orphans not reported: more children than max_children */
+	COUNTER_MAX = 5,
+};
+
+/* A process is identified by its tgid and the boot-time start of its group
+ * leader: a reused pid never has the same start time. */
+struct proc_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 start_ns;
+};
+
+/* A process as seen at one moment. */
+struct task_ref {
+	__u64 start_ns; /* group leader's start_boottime */
+	__u64 pid_ns;   /* inode number of its active pid namespace */
+	__u32 tgid;     /* pid in the initial namespace */
+	__u32 ns_pid;   /* pid in its own namespace */
+	__u32 ns_level; /* 0 for the host namespace */
+	__u32 flags;    /* enum task_flag */
+	char comm[COMM_LEN];
+};
+
+struct ancestor {
+	__u32 tgid;
+	char comm[COMM_LEN];
+};
+
+/* What we learn when a process is born (fork) and when it executes (exec).
+ * Kept in the births map for the process's lifetime. */
+struct birth {
+	__u64 time_ns;         /* fork time, boot clock */
+	__u64 parent_start_ns; /* with ancestry[0].tgid, the original parent */
+	__u32 flags;           /* enum birth_flag */
+	__u16 args_len;        /* bytes of args used, NUL separated */
+	__u16 _pad;
+	struct ancestor ancestry[ANCESTRY_LEN]; /* [0] the parent, [1] its parent, ... */
+	char exe[EXE_LEN];     /* the path given to execve */
+	char args[ARGS_LEN];   /* the start of argv, never the environment */
+};
+
+/* The last terminating signal sent to a process: who sent it and whether it
+ * was delivered with the default action. */
+struct signal_info {
+	__u64 generated_ns;
+	__u64 delivered_ns;
+	__u32 signo;
+	__s32 code; /* si_code: SI_USER for kill(2), SI_KERNEL, ... */
+	__u32 sender_tgid;
+	__u32 flags; /* enum signal_flag */
+	char sender_comm[COMM_LEN];
+};
+
+struct cgroup_ref {
+	__u64 id; /* kernfs id: the cgroup directory's inode number */
+	char name[CGROUP_NAME_LEN];     /* its kernfs name: docker-<id>.scope, <id>, ... */
+	char parent[CGROUP_PARENT_LEN]; /* its parent's name: docker, kubepods-...-pod<uid>.slice, ... */
+};
+
+struct oom_info {
+	__u64 total_vm_pages;
+	__u64 anon_rss_pages;
+	__u64 file_rss_pages;
+	__u64 shmem_rss_pages;
+	__s32 oom_score_adj;
+	__u32 flags; /* enum oom_flag */
+};
+
+struct event {
+	__u64 time_ns;      /* boot clock */
+	__u32 kind;         /* enum event_kind */
+	__u32 flags;        /* enum event_flag */
+	__u32 exit_status;  /* as wait(2) reports it: (code << 8) | 0x80 core | signal */
+	__u32 _pad;
+	struct task_ref task;     /* the process the event is about */
+	struct task_ref parent;   /* exit: parent at death; adoption: new parent; signal: sender */
+	struct task_ref previous; /* adoption: the parent that died */
+	struct cgroup_ref cgroup;
+	struct signal_info signal;
+	struct oom_info oom;
+	struct birth birth;
+};
+
+/* Referenced once so the types stay in BTF and bpf2go can emit them for Go. */
+struct btf_exports {
+	struct event event;
+	enum event_kind kind;
+	enum task_flag task_flag;
+	enum event_flag event_flag;
+	enum birth_flag birth_flag;
+	enum signal_flag signal_flag;
+	enum oom_flag oom_flag;
+	enum counter counter;
+};

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/* Maps shared by the lifecycle, signals and oom objects. Each object declares
+ * them; the loader creates them once (with the lifecycle object) and hands
+ * the same maps to the others. Sizes here are defaults: user space resizes. */
+#pragma once
+
+#include "events.h"
+
+/* Everything user space hears from the kernel. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Birth records of live processes, deleted at exit. LRU so that a fork storm
+ * evicts old records instead of failing; evictions show up as
+ * COUNTER_BIRTHS_EVICTED. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct proc_key);
+	__type(value, struct birth);
+} births SEC(".maps");
+
+/* Postmasters, written by user space: tgid -> start time of that postmaster
+ * in /proc ticks, so a recycled pid is not mistaken for it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} watched SEC(".maps");
+
+/* The last terminating signal sent to each process (signal_generate), joined
+ * to its exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct proc_key);
+	__type(value, struct signal_info);
+} signals SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *n = bpf_map_lookup_elem(&counters, &which);
+	if (n)
+		(*n)++; /* per-CPU slot: no atomics needed */
+}
+
+/* Reserves an event, counting the loss when the ring buffer is full. */
+static __always_inline struct event *reserve_event(__u32 kind)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_RINGBUF_FULL);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = kind;
+	e->time_ns = bpf_ktime_get_boot_ns();
+	return e;
+}

@@ -1,0 +1,93 @@
+//go:build ignore
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/* OOM kills: the victim (oom:mark_victim), its memory, its oom_score_adj and
+ * whether a memory cgroup's limit or the whole machine ran out. The victim's
+ * death itself (SIGKILL from the kernel) arrives through lifecycle.bpf.c. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "events.h"
+#include "maps.h"
+#include "task.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define MEMCG_DEPTH 8
+#define NEAR_LIMIT_PAGES 2048 /* 8 MiB of 4 KiB pages: a charge in flight and per-CPU stock */
+
+/* Whether a memory cgroup's limit, rather than the whole machine, ran out.
+ * mark_victim does not say, and out_of_memory (which knows, oc->memcg) can
+ * be hooked only with kprobes or fentry, which some kernels refuse. So look
+ * at the victim's memory cgroup and its ancestors: a cgroup OOM happens when
+ * a charge would push one of them past its limit, so its usage is within a
+ * charge of that limit now. The root's max is PAGE_COUNTER_MAX, never near. */
+static __always_inline bool memcg_at_limit(struct task_struct *victim)
+{
+	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return false;
+	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct css_set *cset = BPF_CORE_READ(victim, cgroups);
+	struct cgroup_subsys_state *css = 0;
+	if (id < 0 || id >= CGROUP_SUBSYS_COUNT)
+		return false;
+	bpf_probe_read_kernel(&css, sizeof(css), &cset->subsys[id]);
+	if (!css)
+		return false;
+	struct mem_cgroup *memcg = (void *)css - bpf_core_field_offset(struct mem_cgroup, css);
+	struct page_counter *pc = &memcg->memory;
+	for (int i = 0; i < MEMCG_DEPTH && pc; i++) {
+		long usage = BPF_CORE_READ(pc, usage.counter);
+		unsigned long max = BPF_CORE_READ(pc, max);
+		unsigned long slack = max / 16 > NEAR_LIMIT_PAGES ? max / 16 : NEAR_LIMIT_PAGES;
+		if (max < (1UL << 40) && usage > 0 && (unsigned long)usage + slack >= max)
+			return true;
+		pc = BPF_CORE_READ(pc, parent);
+	}
+	return false;
+}
+
+/* mm->rss_stat became percpu_counters in 6.2; before, atomic counters. */
+struct mm_rss_stat___old {
+	atomic_long_t count[4];
+} __attribute__((preserve_access_index));
+struct mm_struct___old {
+	struct mm_rss_stat___old rss_stat;
+} __attribute__((preserve_access_index));
+
+/* enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES } */
+static __always_inline __u64 rss_pages(struct mm_struct *mm, int member)
+{
+	long n;
+	if (bpf_core_field_exists(((struct mm_struct___old *)mm)->rss_stat.count))
+		n = BPF_CORE_READ((struct mm_struct___old *)mm, rss_stat.count[member].counter);
+	else
+		n = BPF_CORE_READ(mm, rss_stat[member].count);
+	return n > 0 ? n : 0; /* per-CPU deltas can make the sum dip below zero */
+}
+
+SEC("tp_btf/mark_victim")
+int BPF_PROG(handle_mark_victim, struct task_struct *victim)
+{
+	struct event *e = reserve_event(EVENT_OOM);
+	if (!e)
+		return 0;
+	read_task_ref(victim, &e->task);
+	read_task_ref(BPF_CORE_READ(victim, real_parent), &e->parent);
+	read_cgroup(victim, e);
+	struct mm_struct *mm = BPF_CORE_READ(victim, mm);
+	if (mm) {
+		e->oom.total_vm_pages = BPF_CORE_READ(mm, total_vm);
+		e->oom.file_rss_pages = rss_pages(mm, 0);
+		e->oom.anon_rss_pages = rss_pages(mm, 1);
+		e->oom.shmem_rss_pages = rss_pages(mm, 3);
+	}
+	e->oom.oom_score_adj = BPF_CORE_READ(victim, signal, oom_score_adj);
+	if (memcg_at_limit(victim))
+		e->oom.flags |= OOM_MEMCG;
+	struct proc_key key = { .tgid = e->task.tgid, .start_ns = e->task.start_ns };
+	read_history(&key, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

@@ -1,0 +1,117 @@
+//go:build ignore
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/* Who sent the signal that killed a process: recorded at signal_generate,
+ * marked when it is delivered with the default action, joined to the exit by
+ * lifecycle.bpf.c. Terminating signals sent by or to a postmaster are also
+ * reported as they happen: that is how a crash-restart looks from outside. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "events.h"
+#include "maps.h"
+#include "task.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Bit (n-1) is set when signal n terminates a process by default (signal(7),
+ * asm-generic numbering, shared by x86 and arm64): 1-16, 24-27, 29-31 and
+ * every real-time signal. SIGCHLD, SIGCONT, the stop signals, SIGURG and
+ * SIGWINCH are left out, so the SIGCHLD of every exit costs one test. */
+#define TERMINATING_SIGNALS 0xFFFFFFFFF780FFFFULL
+#define SIGINT 2
+#define SIGQUIT 3
+#define SIGABRT 6
+#define SIGKILL 9
+#define SIGTERM 15
+#define SI_KERNEL 0x80
+#define SI_USER 0
+#define SEND_SIG_PRIV ((struct kernel_siginfo *)1) /* include/linux/sched/signal.h */
+#define TRACE_SIGNAL_IGNORED 1                     /* include/trace/events/signal.h */
+#define TRACE_SIGNAL_OVERFLOW_FAIL 3
+
+static __always_inline bool terminates_by_default(int sig)
+{
+	return sig >= 1 && sig <= 64 && ((TERMINATING_SIGNALS >> (sig - 1)) & 1);
+}
+
+/* The signals a postmaster's shutdown and crash handling are made of
+ * (postmaster.c: SIGQUIT to every child on a crash, SIGABRT with
+ * send_abort_for_crash, SIGKILL after 5 s; SIGTERM/SIGINT/SIGQUIT from pg_ctl). */
+static __always_inline bool shutdown_signal(int sig)
+{
+	return sig == SIGQUIT || sig == SIGABRT || sig == SIGKILL || sig == SIGTERM || sig == SIGINT;
+}
+
+SEC("tp_btf/signal_generate")
+int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
+	     struct task_struct *task, int group, int result)
+{
+	if (!terminates_by_default(sig) || result == TRACE_SIGNAL_IGNORED ||
+	    result == TRACE_SIGNAL_OVERFLOW_FAIL)
+		return 0;
+
+	struct task_struct *sender = (struct task_struct *)bpf_get_current_task();
+	struct signal_info s = {
+		.generated_ns = bpf_ktime_get_boot_ns(),
+		.signo = sig,
+		.sender_tgid = BPF_CORE_READ(sender, tgid),
+	};
+	bpf_get_current_comm(&s.sender_comm, sizeof(s.sender_comm));
+	/* info is a pointer, or one of the special values 0 (SEND_SIG_NOINFO:
+	 * kernel code signalling for the process, e.g. pipe_write's SIGPIPE) and
+	 * 1 (SEND_SIG_PRIV). The verifier takes a tp_btf pointer argument for
+	 * non-NULL and would drop the NULL branch: compare its value as a number. */
+	__u64 info_addr = 0;
+	bpf_probe_read_kernel(&info_addr, sizeof(info_addr), &ctx[1]);
+	if (info_addr == (__u64)SEND_SIG_PRIV)
+		s.code = SI_KERNEL;
+	else if (info_addr)
+		s.code = BPF_CORE_READ((struct kernel_siginfo *)info_addr, si_code);
+	else {
+		s.code = SI_USER;
+		s.flags |= SIGNAL_NO_INFO;
+	}
+	if (s.code == SI_KERNEL)
+		s.flags |= SIGNAL_FROM_KERNEL;
+	__u32 target = task->tgid;
+	if (s.sender_tgid == target)
+		s.flags |= SIGNAL_FROM_SELF;
+
+	struct proc_key key = { .tgid = target, .start_ns = task->group_leader->start_boottime };
+	bpf_map_update_elem(&signals, &key, &s, BPF_ANY);
+
+	if (!shutdown_signal(sig))
+		return 0;
+	if (!bpf_map_lookup_elem(&watched, &s.sender_tgid) && !bpf_map_lookup_elem(&watched, &target))
+		return 0;
+	struct event *e = reserve_event(EVENT_SIGNAL);
+	if (!e)
+		return 0;
+	e->signal = s;
+	e->flags |= EVENT_HAS_SIGNAL;
+	read_task_ref(task, &e->task);
+	read_task_ref(sender, &e->parent);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/signal_deliver")
+int BPF_PROG(handle_signal_deliver, int sig, struct kernel_siginfo *info, struct k_sigaction *ka)
+{
+	/* A handler means the signal does not kill by itself. */
+	if (!terminates_by_default(sig) || ka->sa.sa_handler != 0 /* SIG_DFL */)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct proc_key key = { .tgid = BPF_CORE_READ(task, tgid), .start_ns = process_start_ns(task) };
+	struct signal_info *s = bpf_map_lookup_elem(&signals, &key);
+	/* complete_signal() turns a fatal signal into a group exit when it is
+	 * sent, and get_signal() then traces the delivery as SIGKILL: that
+	 * SIGKILL is the delivery of the signal on record. */
+	if (!s || (s->signo != sig && sig != SIGKILL))
+		return 0;
+	s->delivered_ns = bpf_ktime_get_boot_ns();
+	s->flags |= SIGNAL_DEFAULT_ACTION;
+	return 0;
+}

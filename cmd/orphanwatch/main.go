@@ -1,0 +1,140 @@
+// Command orphanwatch finds the orphaned processes that make a containerised
+// PostgreSQL crash-restart. Subcommands:
+//
+//	trace   watch the kernel and report as it happens (a terminal session)
+//	serve   the long-running agent: Prometheus metrics and JSON lines
+//	check   audit running postmasters for the hazard, from /proc
+//	version print the version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/orphanwatch/orphanwatch/internal/probe"
+	"github.com/orphanwatch/orphanwatch/internal/version"
+)
+
+// Exit statuses. check has its own: 0 ok, 1 warnings, 2 failures, 3 unknown.
+const (
+	exitOK         = 0
+	exitError      = 1 // anything not below
+	exitUsage      = 2 // unknown flag or bad argument
+	exitPermission = 3 // not root, or missing capabilities
+	exitNoBTF      = 4 // the kernel has no BTF
+	exitKernel     = 5 // kernel too old, feature missing, program rejected
+	exitListen     = 6 // the listen address is taken or invalid
+)
+
+const usage = `orphanwatch finds the orphaned processes that make a containerised PostgreSQL crash-restart.
+
+Usage:
+  orphanwatch trace [flags]   watch the kernel now and report orphan deaths (Ctrl-C to stop)
+  orphanwatch serve [flags]   run the agent: Prometheus metrics, alerts, JSON lines on stdout
+  orphanwatch check [flags]   audit running postmasters for the hazard (no BPF needed)
+  orphanwatch version
+
+Run 'orphanwatch <command> -h' for the flags of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "trace":
+		return traceCommand(args[1:], stdout, stderr)
+	case "serve":
+		return serveCommand(args[1:], stdout, stderr)
+	case "check":
+		return checkCommand(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "orphanwatch %s %s\n", version.String(), version.Revision())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "orphanwatch: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// parseFlags parses a subcommand's flags; a non-negative status means stop
+// and exit with it (help asked, or a usage error already explained).
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) int {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage // the flag package has printed the error and usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "orphanwatch %s: unexpected argument %q (flags only; see -h)\n", fs.Name(), fs.Arg(0))
+		return exitUsage
+	}
+	return -1
+}
+
+// failure prints an error in one sentence and picks its exit status.
+func failure(stderr io.Writer, command string, err error) int {
+	fmt.Fprintf(stderr, "orphanwatch %s: %v\n", command, err)
+	var perr *probe.Error
+	if errors.As(err, &perr) {
+		switch perr.Problem {
+		case probe.ProblemPermission:
+			return exitPermission
+		case probe.ProblemNoBTF:
+			return exitNoBTF
+		case probe.ProblemKernel:
+			return exitKernel
+		}
+	}
+	var lerr *listenError
+	if errors.As(err, &lerr) {
+		return exitListen
+	}
+	return exitError
+}
+
+// probeFlags are the kernel-side settings shared by trace and serve.
+type probeFlags struct {
+	cfg    probe.Config
+	refuse string
+}
+
+func (p *probeFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&p.cfg.StreamAll, "all", false, "report every process exit, not only what can matter to PostgreSQL")
+	fs.Func("max-processes", fmt.Sprintf("birth records kept in the kernel for live processes; beyond, the oldest are evicted and counted (default %d)", probe.DefaultMaxProcesses), uintFlag(&p.cfg.MaxProcesses))
+	fs.Func("ringbuf-size", fmt.Sprintf("kernel-to-agent ring buffer in bytes, a power of two (default %d)", probe.DefaultRingBufferBytes), uintFlag(&p.cfg.RingBufferBytes))
+	fs.Func("max-children", fmt.Sprintf("orphans reported per dying parent (default %d)", probe.DefaultMaxChildren), uintFlag(&p.cfg.MaxChildren))
+	fs.StringVar(&p.cfg.KernelBTF, "kernel-btf", os.Getenv("ORPHANWATCH_KERNEL_BTF"), "BTF file describing the running kernel (default /sys/kernel/btf/vmlinux; env ORPHANWATCH_KERNEL_BTF)")
+	fs.StringVar(&p.refuse, "refuse-program", "", "for testing: fail as a kernel would that lacks this BPF program (e.g. handle_exit)")
+}
+
+func (p *probeFlags) config() probe.Config {
+	cfg := p.cfg
+	if p.refuse != "" {
+		cfg.Refuse = []string{p.refuse}
+	}
+	return cfg
+}
+
+func uintFlag(dst *uint32) func(string) error {
+	return func(s string) error {
+		var n uint32
+		if _, err := fmt.Sscan(s, &n); err != nil || n == 0 {
+			return fmt.Errorf("want a positive number, got %q", s)
+		}
+		*dst = n
+		return nil
+	}
+}

@@ -1,0 +1,70 @@
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Problem classifies why the probe could not start, so the command line can
+// say what to do and exit with a status of its own.
+type Problem int
+
+const (
+	ProblemOther       Problem = iota
+	ProblemPermission          // not root / missing capabilities
+	ProblemNoBTF               // no kernel BTF to relocate against
+	ProblemKernel              // kernel too old, feature missing, program rejected
+)
+
+// Error is a failure to load or attach, with one sentence for the operator.
+type Error struct {
+	Problem Problem
+	Advice  string // what is wrong and what to do
+	Err     error  // the underlying error
+}
+
+func (e *Error) Error() string { return e.Advice + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+const capabilityAdvice = "loading BPF programs needs root, or the capabilities CAP_BPF, CAP_PERFMON and " +
+	"CAP_SYS_RESOURCE (CAP_SYS_ADMIN before Linux 5.8): run it with sudo, or see docs/kubernetes.md for a container"
+
+// classify turns a load or attach error into advice. what names the step.
+func classify(what string, err error) error {
+	var verr *ebpf.VerifierError
+	switch {
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, os.ErrPermission):
+		return &Error{ProblemPermission, capabilityAdvice, fmt.Errorf("%s: %w", what, err)}
+	case errors.As(err, &verr):
+		return &Error{ProblemKernel, fmt.Sprintf("the kernel's verifier rejected %s; this kernel (%s) is not supported yet, "+
+			"please report it with the log below", what, kernelRelease()), fmt.Errorf("%s: %w", what, lastLines(verr, 8))}
+	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) ||
+		errors.Is(err, unix.ENOENT) || errors.Is(err, unix.E2BIG):
+		return &Error{ProblemKernel, fmt.Sprintf("this kernel (%s) lacks a BPF feature orphanwatch needs for %s: "+
+			"it needs Linux 5.8 or newer with BPF ring buffers, BTF tracepoints and fentry", kernelRelease(), what),
+			fmt.Errorf("%s: %w", what, err)}
+	}
+	return &Error{ProblemOther, "could not " + what, err}
+}
+
+// lastLines keeps the end of a verifier log, where the reason is.
+func lastLines(verr *ebpf.VerifierError, n int) error {
+	log := verr.Log
+	if len(log) > n {
+		log = log[len(log)-n:]
+	}
+	return fmt.Errorf("%v\n  %s", verr.Cause, strings.Join(log, "\n  "))
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

@@ -1,0 +1,298 @@
+// Package probe owns orphanwatch's BPF objects: it loads and attaches them,
+// reads the ring buffer, decodes records into event.Event values, and tells
+// the kernel which processes are postmasters. Close detaches everything.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/event"
+)
+
+// Config sizes the probe. Zero values take the defaults.
+type Config struct {
+	StreamAll       bool   // send every process exit to user space, not only what can matter
+	MaxProcesses    uint32 // birth records of live processes kept in the kernel (LRU beyond)
+	RingBufferBytes uint32 // ring buffer size: a power of two, at least a page
+	MaxChildren     uint32 // orphans reported per dying parent
+	KernelBTF       string // BTF file for this kernel; default /sys/kernel/btf/vmlinux
+	// Refuse lists programs not to load, as a kernel without them would: used
+	// to test that a missing kernel feature fails cleanly.
+	Refuse []string
+}
+
+const (
+	DefaultMaxProcesses    = 16384
+	DefaultRingBufferBytes = 1 << 20
+	DefaultMaxChildren     = 64
+	defaultKernelBTF       = "/sys/kernel/btf/vmlinux"
+)
+
+func (c *Config) setDefaults() {
+	if c.MaxProcesses == 0 {
+		c.MaxProcesses = DefaultMaxProcesses
+	}
+	if c.RingBufferBytes == 0 {
+		c.RingBufferBytes = DefaultRingBufferBytes
+	}
+	if c.MaxChildren == 0 {
+		c.MaxChildren = DefaultMaxChildren
+	}
+	if c.KernelBTF == "" {
+		c.KernelBTF = defaultKernelBTF
+	}
+}
+
+// Attachment is one program attached to one kernel hook.
+type Attachment struct {
+	Program string // BPF program name, as bpftool lists it
+	Hook    string // e.g. tp_btf/sched_process_exit
+}
+
+// Probe is the loaded and attached set of programs.
+type Probe struct {
+	lifecycle lifecycleObjects
+	signals   signalsObjects
+	oom       oomObjects
+	links     []link.Link
+	attached  []Attachment
+	reader    *ringbuf.Reader
+	clock     Clock
+	pageSize  uint64
+	counters  []uint64 // scratch for per-CPU counter reads
+	malformed uint64   // records that could not be decoded
+}
+
+// Load checks the kernel, loads the programs and attaches them. On error
+// nothing stays loaded or attached.
+func Load(cfg Config) (_ *Probe, err error) {
+	cfg.setDefaults()
+	if err := validRingBufferSize(cfg.RingBufferBytes); err != nil {
+		return nil, err
+	}
+	p := &Probe{pageSize: uint64(os.Getpagesize())}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+
+	kernelTypes, err := loadKernelBTF(cfg.KernelBTF)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKernel(); err != nil {
+		return nil, err
+	}
+	p.clock, err = NewClock()
+	if err != nil {
+		return nil, err
+	}
+
+	lifecycle, err := loadLifecycle()
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded lifecycle object: %w", err)
+	}
+	lifecycle.Maps[lifecycleMapEvents].MaxEntries = cfg.RingBufferBytes
+	lifecycle.Maps[lifecycleMapBirths].MaxEntries = cfg.MaxProcesses
+	for name, value := range map[string]any{
+		lifecycleVarStreamAll:    cfg.StreamAll,
+		lifecycleVarAttachedAtNs: p.clock.BootNow(),
+		lifecycleVarMaxChildren:  cfg.MaxChildren,
+	} {
+		if err := lifecycle.Variables[name].Set(value); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelTypes}}
+	if err := loadRefusing(lifecycle, &p.lifecycle, opts, cfg.Refuse); err != nil {
+		return nil, classify("loading the lifecycle programs", err)
+	}
+
+	// The other objects use the lifecycle object's maps, not their own copies.
+	opts.MapReplacements = map[string]*ebpf.Map{
+		lifecycleMapEvents:   p.lifecycle.Events,
+		lifecycleMapBirths:   p.lifecycle.Births,
+		lifecycleMapWatched:  p.lifecycle.Watched,
+		lifecycleMapSignals:  p.lifecycle.Signals,
+		lifecycleMapCounters: p.lifecycle.Counters,
+	}
+	signals, err := loadSignals()
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded signals object: %w", err)
+	}
+	if err := loadRefusing(signals, &p.signals, opts, cfg.Refuse); err != nil {
+		return nil, classify("loading the signal programs", err)
+	}
+	oom, err := loadOom()
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded oom object: %w", err)
+	}
+	if err := loadRefusing(oom, &p.oom, opts, cfg.Refuse); err != nil {
+		return nil, classify("loading the OOM programs", err)
+	}
+
+	for _, prog := range []struct {
+		prog *ebpf.Program
+		name string
+		hook string
+	}{
+		{p.lifecycle.HandleFork, "handle_fork", "tp_btf/sched_process_fork"},
+		{p.lifecycle.HandleExec, "handle_exec", "tp_btf/sched_process_exec"},
+		{p.lifecycle.HandleExit, "handle_exit", "tp_btf/sched_process_exit"},
+		{p.signals.HandleSignalGenerate, "handle_signal_generate", "tp_btf/signal_generate"},
+		{p.signals.HandleSignalDeliver, "handle_signal_deliver", "tp_btf/signal_deliver"},
+		{p.oom.HandleMarkVictim, "handle_mark_victim", "tp_btf/mark_victim"},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog.prog})
+		if err != nil {
+			return nil, classify("attaching "+prog.hook, err)
+		}
+		p.links = append(p.links, l)
+		p.attached = append(p.attached, Attachment{Program: prog.name, Hook: prog.hook})
+	}
+
+	p.reader, err = ringbuf.NewReader(p.lifecycle.Events)
+	if err != nil {
+		return nil, classify("opening the ring buffer", err)
+	}
+	return p, nil
+}
+
+// loadRefusing loads a collection into objs, failing the way a kernel
+// without the program would when its name is in refuse.
+func loadRefusing(spec *ebpf.CollectionSpec, objs any, opts *ebpf.CollectionOptions, refuse []string) error {
+	for _, name := range refuse {
+		if _, ok := spec.Programs[name]; ok {
+			return fmt.Errorf("program %s refused on request (--refuse-program): %w", name, ebpf.ErrNotSupported)
+		}
+	}
+	return spec.LoadAndAssign(objs, opts)
+}
+
+func validRingBufferSize(n uint32) error {
+	page := uint32(os.Getpagesize())
+	if n < page || n&(n-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: must be a power of two and at least %d bytes (one page)", n, page)
+	}
+	return nil
+}
+
+// loadKernelBTF reads the kernel's type information, which CO-RE needs to
+// relocate field offsets for this kernel.
+func loadKernelBTF(path string) (*btf.Spec, error) {
+	spec, err := btf.LoadSpec(path)
+	if err == nil {
+		return spec, nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, &Error{ProblemNoBTF, fmt.Sprintf("no kernel BTF at %s: orphanwatch needs a kernel built with "+
+			"CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020), or --kernel-btf pointing at a BTF file "+
+			"for kernel %s (BTFHub has them)", path, kernelRelease()), err}
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return nil, &Error{ProblemPermission, capabilityAdvice, err}
+	}
+	return nil, &Error{ProblemNoBTF, fmt.Sprintf("cannot read kernel BTF from %s", path), err}
+}
+
+// checkKernel fails early, with a reason, on kernels that cannot run the
+// programs, and lifts RLIMIT_MEMLOCK where the kernel still charges BPF
+// memory to it (before 5.11).
+func checkKernel() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return &Error{ProblemPermission, "this kernel (" + kernelRelease() + ") is older than 5.11 and charges BPF " +
+				"memory to RLIMIT_MEMLOCK, which orphanwatch could not raise: run with CAP_SYS_RESOURCE, or " +
+				"`ulimit -l unlimited` first", err}
+		}
+		return classify("raising RLIMIT_MEMLOCK", err)
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return classify("creating a BPF ring buffer (Linux 5.8+)", err)
+	}
+	return nil
+}
+
+// Attached lists the programs and their hooks.
+func (p *Probe) Attached() []Attachment { return p.attached }
+
+// Clock converts the kernel's boot-clock timestamps.
+func (p *Probe) Clock() Clock { return p.clock }
+
+// Read calls handle with each event until ctx ends or the probe is closed.
+// The event is reused: handle must copy what it keeps. Records that cannot
+// be decoded are counted (Malformed) and skipped.
+func (p *Probe) Read(ctx context.Context, handle func(*event.Event)) error {
+	stop := context.AfterFunc(ctx, func() { p.reader.Close() })
+	defer stop()
+	var rec ringbuf.Record
+	var ev event.Event
+	for {
+		if err := p.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("reading the ring buffer: %w", err)
+		}
+		if err := Decode(rec.RawSample, p.pageSize, &ev); err != nil {
+			p.malformed++
+			continue
+		}
+		handle(&ev)
+	}
+}
+
+// Malformed counts records Read skipped because they could not be decoded.
+// Only meaningful from the goroutine running Read, or after it returned.
+func (p *Probe) Malformed() uint64 { return p.malformed }
+
+// Watch tells the kernel that a process is a postmaster: the exits of its
+// children are then reported, and signals it sends.
+func (p *Probe) Watch(key event.ProcessKey) error {
+	if err := p.lifecycle.Watched.Put(key.PID, key.StartTicks); err != nil {
+		return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
+	}
+	return nil
+}
+
+// Unwatch forgets a postmaster that exited.
+func (p *Probe) Unwatch(pid uint32) error {
+	err := p.lifecycle.Watched.Delete(pid)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unwatching postmaster %d: %w", pid, err)
+	}
+	return nil
+}
+
+// Close detaches every program and frees the maps. It returns the first error.
+func (p *Probe) Close() error {
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	if p.reader != nil {
+		keep(p.reader.Close())
+	}
+	for _, l := range p.links {
+		keep(l.Close())
+	}
+	p.links = nil
+	keep(p.oom.Close())
+	keep(p.signals.Close())
+	keep(p.lifecycle.Close())
+	return first
+}

@@ -1,0 +1,313 @@
+package report
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/container"
+	"github.com/orphanwatch/orphanwatch/internal/event"
+	"github.com/orphanwatch/orphanwatch/internal/lineage"
+	"github.com/orphanwatch/orphanwatch/internal/redact"
+	"github.com/orphanwatch/orphanwatch/internal/verdict"
+)
+
+// Fix is the advice for every orphan-caused crash-restart.
+const Fix = "run an init as PID 1 of the container so that it, not the postmaster, adopts orphans: " +
+	"docker run --init, tini or dumb-init as the entrypoint, or shareProcessNamespace: true in the Kubernetes pod; " +
+	"and run jobs (psql, scripts, cron) outside the database container"
+
+// Facts is what the agent knows about an event beyond the event itself.
+type Facts struct {
+	Decision     verdict.Decision
+	Wall         func(bootNS uint64) time.Time
+	Process      *lineage.Process    // the table's entry for the process, if any
+	Postmaster   *lineage.Postmaster // the postmaster involved: parent, adopter, or the process itself
+	Container    container.Ref
+	CrashRestart bool
+	OOMRole      verdict.OOMRole
+}
+
+// Build turns an event into a record. It allocates: call it only for events
+// that are reported.
+func Build(ev *event.Event, f Facts) Record {
+	r := Record{
+		Time:         f.Wall(ev.Time),
+		Verdict:      string(f.Decision.Verdict),
+		Kind:         ev.Kind.String(),
+		PID:          ev.Task.PID,
+		NSPid:        ev.Task.NSPid,
+		Comm:         ev.Task.Comm.String(),
+		ParentPID:    ev.Parent.PID,
+		ParentNSPid:  ev.Parent.NSPid,
+		ParentComm:   ev.Parent.Comm.String(),
+		PidNS:        ev.Task.PidNS,
+		ContainerID:  f.Container.ID,
+		PodUID:       f.Container.PodUID,
+		Ancestry:     []Ancestor{},
+		CrashRestart: f.CrashRestart,
+	}
+	if f.Container.ID != "" {
+		r.ContainerRuntime = f.Container.Runtime
+	}
+
+	r.Exe, r.Cmdline = command(ev, f.Process)
+	birth := &ev.Birth
+	if ev.Flags&event.HasBirth != 0 && birth.Flags&event.BirthForked != 0 {
+		r.OriginalParentPID = birth.Ancestry[0].PID
+		r.OriginalParentComm = birth.Ancestry[0].Comm.String()
+		for _, a := range birth.Ancestry {
+			if a.PID == 0 {
+				break
+			}
+			r.Ancestry = append(r.Ancestry, Ancestor{PID: a.PID, Comm: a.Comm.String()})
+		}
+	} else if p := f.Process; p != nil && p.PreviousParent.PID != 0 {
+		// Started before orphanwatch: the parent it lost is the best we know.
+		r.OriginalParentPID, r.OriginalParentComm = p.PreviousParent.PID, p.PreviousParent.Comm.String()
+	}
+
+	switch ev.Kind {
+	case event.KindExit:
+		r.setStatus(ev.Status)
+		if ev.Task.Start != 0 && ev.Time > ev.Task.Start {
+			ms := int64(ev.Time-ev.Task.Start) / 1e6
+			r.LifetimeMS = &ms
+		}
+		if p := f.Process; p != nil && p.AdoptedAt != 0 {
+			at := f.Wall(p.AdoptedAt)
+			r.AdoptedAt = &at
+		}
+	case event.KindAdoption:
+		at := r.Time
+		r.AdoptedAt = &at
+		r.PreviousPID, r.PreviousComm = ev.Previous.PID, ev.Previous.Comm.String()
+		if ev.Task.Flags&event.TaskZombie != 0 {
+			r.setStatus(ev.Status)
+		}
+	case event.KindOOM:
+		r.Signal = "SIGKILL"
+		r.OOM = &OOMRecord{
+			Role:           string(f.OOMRole),
+			TotalVMBytes:   ev.OOM.TotalVMBytes,
+			AnonRSSBytes:   ev.OOM.AnonRSSBytes,
+			FileRSSBytes:   ev.OOM.FileRSSBytes,
+			ShmemRSSBytes:  ev.OOM.ShmemRSSBytes,
+			OOMScoreAdj:    ev.OOM.OOMScoreAdj,
+			Constraint:     "system",
+			MemoryCgroupID: ev.Cgroup.ID,
+		}
+		if ev.OOM.Flags&event.OOMMemcg != 0 {
+			r.OOM.Constraint = "memcg"
+		}
+	case event.KindSignal:
+		r.Signal = event.SignalName(unix.Signal(ev.Signal.Signo))
+	}
+	r.SignalSender = sender(ev)
+
+	if pm := f.Postmaster; pm != nil {
+		r.Postmaster = &PostmasterRecord{PID: pm.Key.PID, NSPid: pm.NSPid, PID1: pm.PID1(), Version: pm.Major, DataDir: pm.DataDir}
+		if r.ContainerID == "" && !pm.Container.IsZero() {
+			r.ContainerID, r.ContainerRuntime, r.PodUID = pm.Container.ID, pm.Container.Runtime, pm.Container.PodUID
+		}
+		switch f.Decision.Verdict {
+		case verdict.CrashRestart, verdict.Adopted, verdict.ServerCrash:
+			r.PostgresLog = verdict.LogLine(pm.Major, ev.Task.NSPid, ev.Status)
+		}
+	}
+	switch f.Decision.Verdict {
+	case verdict.CrashRestart, verdict.Adopted, verdict.PostmasterPID1:
+		r.Fix = Fix
+	case verdict.OOMKill:
+		r.Fix = OOMFix
+	}
+	r.Summary = summary(&r, ev)
+	return r
+}
+
+// OOMFix is the advice for an OOM kill of PostgreSQL.
+const OOMFix = "protect the postmaster with oom_score_adj=-1000 and let children reset theirs " +
+	"(PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj, PG_OOM_ADJUST_VALUE=0), size shared_buffers and work_mem to the " +
+	"container's memory limit, and consider vm.overcommit_memory=2; see docs/oom.md"
+
+func (r *Record) setStatus(s event.ExitStatus) {
+	if s.Signaled() {
+		r.Signal = event.SignalName(s.Signal())
+		r.CoreDumped = s.CoreDumped()
+		return
+	}
+	code := s.Code()
+	r.ExitCode = &code
+}
+
+// command is the executable and redacted command line: the kernel's record
+// from exec, else what /proc showed while the process was alive.
+func command(ev *event.Event, p *lineage.Process) (exe, cmdline string) {
+	if ev.Flags&event.HasBirth != 0 && ev.Birth.Flags&event.BirthExeced != 0 {
+		exe = ev.Birth.ExePath()
+		cmdline = redact.Argv(ev.Birth.Argv())
+	}
+	if p != nil {
+		if p.Exe != "" {
+			exe = p.Exe
+		}
+		if cmdline == "" && len(p.Argv) > 0 {
+			cmdline = redact.Argv(p.Argv)
+		}
+	}
+	return exe, cmdline
+}
+
+// sender says who sent the signal that ended the process, when the kernel
+// recorded one and it is the signal the process died of (or, for a signal
+// event, the one being sent).
+func sender(ev *event.Event) *Sender {
+	if ev.Flags&event.HasSignal == 0 {
+		return nil
+	}
+	s := &ev.Signal
+	if ev.Kind == event.KindExit && (!ev.Status.Signaled() || uint32(ev.Status.Signal()) != s.Signo) {
+		return nil
+	}
+	origin := "process"
+	switch {
+	case s.Flags&event.SignalFromKernel != 0:
+		origin = "kernel"
+	case s.Flags&event.SignalFromSelf != 0 && s.Flags&event.SignalNoInfo != 0:
+		origin = "kernel-for-self" // e.g. pipe_write's SIGPIPE to the writer
+	case s.Flags&event.SignalFromSelf != 0:
+		origin = "self"
+	}
+	return &Sender{PID: s.SenderPID, Comm: s.SenderComm.String(), Origin: origin}
+}
+
+func summary(r *Record, ev *event.Event) string {
+	who := fmt.Sprintf("%s (pid %d", r.Comm, r.PID)
+	if r.NSPid != r.PID && r.NSPid != 0 {
+		who += fmt.Sprintf(", pid %d in its namespace", r.NSPid)
+	}
+	who += ")"
+	parent := fmt.Sprintf("%s (pid %d)", r.ParentComm, r.ParentPID)
+	if pm := r.Postmaster; pm != nil && pm.PID == r.ParentPID {
+		parent = fmt.Sprintf("the postmaster %s (pid %d", r.ParentComm, r.ParentPID)
+		if pm.PID1 {
+			parent += ", PID 1 of its namespace"
+		}
+		parent += ")"
+	}
+	how := howEnded(r)
+	switch verdict.Verdict(r.Verdict) {
+	case verdict.CrashRestart:
+		return fmt.Sprintf("%s, adopted by %s, %s: PostgreSQL%s treats it as a crashed server process and restarts, killing every connection",
+			who, parent, how, version(r))
+	case verdict.Adopted:
+		return fmt.Sprintf("%s, adopted by %s, %s: ignored this time, but any signal or exit code above 1 would have crash-restarted PostgreSQL",
+			who, parent, how)
+	case verdict.Adoption:
+		s := fmt.Sprintf("%s lost its parent %s (pid %d) and was adopted by %s", who, r.PreviousComm, r.PreviousPID, parent)
+		if ev.Task.Flags&event.TaskZombie != 0 {
+			s += ", already dead: " + how
+		}
+		return s
+	case verdict.ServerCrash:
+		return fmt.Sprintf("server process %s %s: PostgreSQL%s restarts, killing every connection", who, how, version(r))
+	case verdict.PostmasterPID1:
+		return fmt.Sprintf("postmaster %s is PID 1 of its PID namespace: it adopts every orphan there, and an orphan's abnormal death will crash-restart PostgreSQL", who)
+	case verdict.PostmasterStart:
+		return fmt.Sprintf("postmaster %s started", who)
+	case verdict.PostmasterExit:
+		return fmt.Sprintf("postmaster %s %s", who, how)
+	case verdict.OOMKill:
+		s := fmt.Sprintf("the OOM killer chose %s (%s, oom_score_adj %d, %s constraint)", who, r.OOM.Role, r.OOM.OOMScoreAdj, r.OOM.Constraint)
+		if r.CrashRestart {
+			s += ": PostgreSQL will crash-restart"
+		} else if r.OOM.Role == string(verdict.RolePostmaster) {
+			s += ": PostgreSQL goes down"
+		}
+		return s
+	case verdict.Signal:
+		return fmt.Sprintf("%s sent %s to %s", r.ParentComm, r.Signal, who)
+	}
+	return fmt.Sprintf("%s %s", who, how)
+}
+
+func version(r *Record) string {
+	if r.Postmaster != nil && r.Postmaster.Version != 0 {
+		return fmt.Sprintf(" %d", r.Postmaster.Version)
+	}
+	return ""
+}
+
+// howEnded is "died of SIGPIPE (it wrote to a pipe whose reader had gone)",
+// "exited with code 3", ...
+func howEnded(r *Record) string {
+	switch {
+	case r.Signal != "" && r.Kind != "oom":
+		s := "died of " + r.Signal
+		if r.CoreDumped {
+			s += " (core dumped)"
+		}
+		if snd := r.SignalSender; snd != nil {
+			switch {
+			case r.Signal == "SIGPIPE" && snd.Origin == "kernel-for-self":
+				s += " (it wrote to a pipe whose reader had gone)"
+			case snd.Origin == "self":
+				s += " (sent by itself)"
+			case snd.Origin == "kernel":
+				s += " (sent by the kernel)"
+			case snd.Origin == "process":
+				s += fmt.Sprintf(" (sent by %s, pid %d)", snd.Comm, snd.PID)
+			}
+		}
+		return s
+	case r.ExitCode != nil:
+		return fmt.Sprintf("exited with code %d", *r.ExitCode)
+	}
+	return "is alive"
+}
+
+// Confirmed is the record of a crash-restart seen in the kernel: pm told
+// terminated server processes to quit, at, after trigger died (nil when the
+// cause was not seen).
+func Confirmed(pm *lineage.Postmaster, trigger *Trigger, terminated int, at time.Time) Record {
+	r := Record{
+		Time:         at,
+		Verdict:      string(verdict.CrashRestartConfirmed),
+		Kind:         "signal",
+		PID:          pm.Key.PID,
+		NSPid:        pm.NSPid,
+		Comm:         "postgres",
+		Exe:          pm.Exe,
+		Cmdline:      redact.Argv(pm.Argv),
+		Ancestry:     []Ancestor{},
+		PidNS:        pm.PidNS,
+		ContainerID:  pm.Container.ID,
+		PodUID:       pm.Container.PodUID,
+		CrashRestart: true,
+		Postmaster:   &PostmasterRecord{PID: pm.Key.PID, NSPid: pm.NSPid, PID1: pm.PID1(), Version: pm.Major, DataDir: pm.DataDir},
+		Trigger:      trigger,
+		Terminated:   terminated,
+	}
+	if pm.Container.ID != "" {
+		r.ContainerRuntime = pm.Container.Runtime
+	}
+	r.Summary = fmt.Sprintf("PostgreSQL (postmaster pid %d) crash-restarted: it told %d server processes to quit", pm.Key.PID, terminated)
+	if trigger != nil {
+		r.Summary += fmt.Sprintf(" after %s (pid %d) %s", trigger.Comm, trigger.PID, triggerHow(trigger))
+		if trigger.Verdict == string(verdict.CrashRestart) {
+			r.Fix = Fix
+		}
+	}
+	return r
+}
+
+func triggerHow(t *Trigger) string {
+	switch {
+	case t.Verdict == string(verdict.OOMKill):
+		return "was killed by the OOM killer"
+	case t.Signal != "":
+		return "died of " + t.Signal
+	}
+	return "exited abnormally"
+}

@@ -1,0 +1,174 @@
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/orphanwatch/orphanwatch/internal/verdict"
+)
+
+// JSONWriter writes one record per line.
+type JSONWriter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func NewJSONWriter(w io.Writer) *JSONWriter { return &JSONWriter{enc: json.NewEncoder(w)} }
+
+func (j *JSONWriter) Write(r *Record) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.enc.Encode(r)
+}
+
+// TableWriter prints the live table, and after each crash-restart (or other
+// serious verdict) the story behind it.
+type TableWriter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	started bool
+}
+
+func NewTableWriter(w io.Writer) *TableWriter { return &TableWriter{w: w} }
+
+var columns = []string{"TIME", "VERDICT", "PID", "NSPID", "COMM", "HOW", "PARENT", "ORIGINAL PARENT", "LIFETIME", "CONTAINER"}
+
+func (t *TableWriter) Write(r *Record) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// One tabwriter per row keeps rows streaming; fixed minimum widths keep
+	// the columns aligned from row to row.
+	tw := tabwriter.NewWriter(t.w, 0, 0, 2, ' ', 0)
+	if !t.started {
+		fmt.Fprintln(tw, padded(columns))
+		t.started = true
+	}
+	fmt.Fprintln(tw, padded([]string{
+		r.Time.Format("15:04:05.000"), r.Verdict, fmt.Sprint(r.PID), fmt.Sprint(r.NSPid), r.Comm,
+		how(r), parentColumn(r), originalParentColumn(r), lifetime(r), shortID(r.ContainerID),
+	}))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if story := Story(r); story != "" {
+		_, err := fmt.Fprintln(t.w, story)
+		return err
+	}
+	return nil
+}
+
+var widths = []int{12, 15, 8, 6, 15, 14, 22, 22, 9, 12}
+
+func padded(cells []string) string {
+	for i, c := range cells {
+		if pad := widths[i] - len(c); pad > 0 {
+			cells[i] = c + strings.Repeat(" ", pad)
+		}
+	}
+	return strings.Join(cells, "\t")
+}
+
+func how(r *Record) string {
+	switch {
+	case r.Signal != "":
+		return r.Signal
+	case r.ExitCode != nil:
+		return fmt.Sprintf("exit %d", *r.ExitCode)
+	}
+	return "-"
+}
+
+func parentColumn(r *Record) string {
+	if r.ParentPID == 0 {
+		return "-"
+	}
+	s := fmt.Sprintf("%s[%d]", r.ParentComm, r.ParentPID)
+	if r.ParentNSPid != 0 && r.ParentNSPid != r.ParentPID {
+		s += fmt.Sprintf(" ns:%d", r.ParentNSPid)
+	}
+	return s
+}
+
+func originalParentColumn(r *Record) string {
+	if r.OriginalParentPID == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s[%d]", r.OriginalParentComm, r.OriginalParentPID)
+}
+
+func lifetime(r *Record) string {
+	if r.LifetimeMS == nil {
+		return "-"
+	}
+	return (time.Duration(*r.LifetimeMS) * time.Millisecond).String()
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	if id == "" {
+		return "-"
+	}
+	return id
+}
+
+// Story explains a serious verdict in a few lines; empty for the others.
+func Story(r *Record) string {
+	var b strings.Builder
+	line := func(format string, args ...any) { fmt.Fprintf(&b, "    "+format+"\n", args...) }
+	switch verdict.Verdict(r.Verdict) {
+	case verdict.CrashRestart, verdict.ServerCrash, verdict.OOMKill, verdict.PostmasterPID1, verdict.CrashRestartConfirmed:
+	default:
+		return ""
+	}
+	fmt.Fprintf(&b, "  >> %s: %s\n", strings.ToUpper(r.Verdict), r.Summary)
+	if r.Cmdline != "" {
+		line("command:  %s", r.Cmdline)
+	}
+	if len(r.Ancestry) > 0 {
+		chain := make([]string, len(r.Ancestry))
+		for i, a := range r.Ancestry {
+			chain[i] = fmt.Sprintf("%s[%d]", a.Comm, a.PID)
+		}
+		line("started by: %s", strings.Join(chain, " <- "))
+	}
+	if r.AdoptedAt != nil && r.Verdict != string(verdict.ServerCrash) {
+		line("adopted:  %s by %s", r.AdoptedAt.Format("15:04:05.000"), parentColumn(r))
+	}
+	if pm := r.Postmaster; pm != nil {
+		desc := fmt.Sprintf("pid %d", pm.PID)
+		if pm.PID1 {
+			desc += ", PID 1 of its namespace"
+		}
+		if pm.Version != 0 {
+			desc += fmt.Sprintf(", PostgreSQL %d", pm.Version)
+		}
+		if pm.DataDir != "" {
+			desc += ", " + pm.DataDir
+		}
+		line("postmaster: %s", desc)
+	}
+	if r.ContainerID != "" || r.Pod != "" {
+		c := r.ContainerID
+		if r.Container != "" {
+			c = r.Container + " " + shortID(c)
+		}
+		if r.Pod != "" {
+			c += fmt.Sprintf(" (pod %s/%s)", r.Namespace, r.Pod)
+		}
+		line("container: %s", c)
+	}
+	if r.PostgresLog != "" {
+		line("postgres logs: %q", r.PostgresLog)
+	}
+	if r.Fix != "" {
+		line("fix:      %s", r.Fix)
+	}
+	return b.String()
+}
