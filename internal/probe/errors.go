@@ -15,10 +15,10 @@ import (
 type Problem int
 
 const (
-	ProblemOther       Problem = iota
-	ProblemPermission          // not root / missing capabilities
-	ProblemNoBTF               // no kernel BTF to relocate against
-	ProblemKernel              // kernel too old, feature missing, program rejected
+	ProblemOther      Problem = iota
+	ProblemPermission         // not root / missing capabilities
+	ProblemNoBTF              // no kernel BTF to relocate against
+	ProblemKernel             // kernel too old, feature missing, program rejected
 )
 
 // Error is a failure to load or attach, with one sentence for the operator.

@@ -71,8 +71,8 @@ type PostmasterRecord struct {
 
 // Sender is who sent the signal that ended a process.
 type Sender struct {
-	PID    uint32 `json:"pid"`
-	Comm   string `json:"comm"`
+	PID  uint32 `json:"pid"`
+	Comm string `json:"comm"`
 	// Origin: process (kill(2) from another process), self (the process
 	// signalled itself), kernel-for-self (kernel code acting for it, like a
 	// write to a broken pipe), or kernel (e.g. the OOM killer).
