@@ -287,9 +287,6 @@ func (a *Agent) report(ev *event.Event, f report.Facts) {
 
 func (a *Agent) build(ev *event.Event, f report.Facts) report.Record {
 	f.Wall = a.cfg.Wall
-	if f.Container.IsZero() {
-		f.Container = container.FromNames(cString(ev.Cgroup.Name[:]), cString(ev.Cgroup.Parent[:]))
-	}
 	r := report.Build(ev, f)
 	if a.cfg.Names != nil {
 		names := a.cfg.Names.Names(container.Ref{ID: r.ContainerID, PodUID: r.PodUID})
@@ -336,13 +333,4 @@ func (a *Agent) Stats() Stats {
 	s.Mispredicted = a.mispredicted.Load()
 	s.SinkErrors = a.sinkErrors.Load()
 	return s
-}
-
-func cString(b []byte) string {
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
-		}
-	}
-	return string(b)
 }

@@ -184,6 +184,9 @@ type Cgroup struct {
 	Parent [80]byte // kernfs name of its parent
 }
 
+// Names returns the cgroup's name and its parent's (allocates).
+func (c *Cgroup) Names() (name, parent string) { return cString(c.Name[:]), cString(c.Parent[:]) }
+
 // OOMFlags mirror enum oom_flag in bpf/events.h.
 type OOMFlags uint32
 

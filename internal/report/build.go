@@ -32,6 +32,9 @@ type Facts struct {
 // Build turns an event into a record. It allocates: call it only for events
 // that are reported.
 func Build(ev *event.Event, f Facts) Record {
+	if f.Container.IsZero() {
+		f.Container = container.FromNames(ev.Cgroup.Names())
+	}
 	r := Record{
 		Time:         f.Wall(ev.Time),
 		Verdict:      string(f.Decision.Verdict),
@@ -148,13 +151,12 @@ func command(ev *event.Event, p *lineage.Process) (exe, cmdline string) {
 		exe = ev.Birth.ExePath()
 		cmdline = redact.Argv(ev.Birth.Argv())
 	}
-	if p != nil {
-		if p.Exe != "" {
-			exe = p.Exe
-		}
-		if cmdline == "" && len(p.Argv) > 0 {
-			cmdline = redact.Argv(p.Argv)
-		}
+	// /proc was read earlier (at start, or at adoption): a later exec wins.
+	if p != nil && exe == "" {
+		exe = p.Exe
+	}
+	if p != nil && cmdline == "" && len(p.Argv) > 0 {
+		cmdline = redact.Argv(p.Argv)
 	}
 	return exe, cmdline
 }

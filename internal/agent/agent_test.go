@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/event"
+	"github.com/orphanwatch/orphanwatch/internal/lineage"
+	"github.com/orphanwatch/orphanwatch/internal/procfs/procfstest"
+	"github.com/orphanwatch/orphanwatch/internal/report"
+)
+
+type fakeKernel struct {
+	mu      sync.Mutex
+	watched map[uint32]uint64
+}
+
+func (k *fakeKernel) Watch(key event.ProcessKey) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.watched[key.PID] = key.StartTicks
+	return nil
+}
+
+func (k *fakeKernel) Unwatch(pid uint32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.watched, pid)
+	return nil
+}
+
+type sink struct {
+	mu      sync.Mutex
+	records []report.Record
+}
+
+func (s *sink) Write(r *report.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records = append(s.records, *r)
+	return nil
+}
+
+func (s *sink) byVerdict(v string) []report.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []report.Record
+	for _, r := range s.records {
+		if r.Verdict == v {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+const pgBin = "/usr/lib/postgresql/15/bin/postgres"
+
+type fixture struct {
+	agent  *Agent
+	kernel *fakeKernel
+	sink   *sink
+	proc   *procfstest.Tree
+}
+
+func newFixture(t testing.TB, all bool) *fixture {
+	f := &fixture{kernel: &fakeKernel{watched: map[uint32]uint64{}}, sink: &sink{}, proc: procfstest.New(t)}
+	f.proc.Add(procfstest.Proc{PID: 10, PPID: 1, Comm: "unshare", Start: 5, Exe: "/usr/bin/unshare"})
+	f.proc.Add(procfstest.Proc{PID: 100, PPID: 10, Comm: "postgres", Start: 20, Exe: pgBin, Argv: []string{pgBin, "-D", "/data"}, NSpid: []int{100, 1}, DataDir: "/data", Major: 15})
+	f.agent = New(Config{
+		Kernel: f.kernel, Table: lineage.New(f.proc.FS(), 1000), Proc: f.proc.FS(),
+		Wall: func(ns uint64) time.Time { return time.Unix(0, int64(ns)) }, Now: func() uint64 { return 1 },
+		Sinks: []Sink{f.sink}, All: all,
+	})
+	return f
+}
+
+func task(pid, nspid uint32, startTicks uint64, comm string) event.Task {
+	t := event.Task{PID: pid, NSPid: nspid, Start: startTicks * 1e7}
+	copy(t.Comm[:], comm)
+	return t
+}
+
+var postmaster = task(100, 1, 20, "postgres")
+
+func (f *fixture) postmasterExec() {
+	ev := &event.Event{Kind: event.KindExec, Time: 20e7, Task: postmaster, Parent: task(10, 10, 5, "unshare"), Flags: event.HasBirth}
+	ev.Birth.Flags = event.BirthExeced
+	copy(ev.Birth.Exe[:], pgBin)
+	f.agent.Handle(ev)
+}
+
+// psqlExit is the seed incident's death: adopted psql killed by SIGPIPE.
+func psqlExit() *event.Event {
+	ev := &event.Event{Kind: event.KindExit, Time: 50e7, Status: event.ExitStatus(unix.SIGPIPE), Flags: event.HasBirth | event.HasSignal | event.Adopted}
+	ev.Task = task(300, 9, 40, "psql")
+	ev.Parent = postmaster
+	ev.Birth.Flags = event.BirthForked | event.BirthExeced
+	ev.Birth.Ancestry[0] = event.Ancestor{PID: 299}
+	copy(ev.Birth.Ancestry[0].Comm[:], "sh")
+	copy(ev.Birth.Exe[:], "/usr/bin/psql")
+	argv := "psql\x00postgresql://app:hunter2@db/x\x00-c\x00select 1"
+	copy(ev.Birth.Args[:], argv)
+	ev.Birth.ArgsLen = uint16(len(argv))
+	ev.Signal = event.Signal{Signo: uint32(unix.SIGPIPE), SenderPID: 300, Flags: event.SignalFromSelf | event.SignalNoInfo}
+	return ev
+}
+
+func TestPostmasterStartIsWatchedAndFlaggedAsPID1(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	if f.kernel.watched[100] != 20 {
+		t.Errorf("kernel watches %v, want postmaster 100 (start 20)", f.kernel.watched)
+	}
+	rs := f.sink.byVerdict("postmaster-pid1")
+	if len(rs) != 1 || rs[0].Postmaster == nil || !rs[0].Postmaster.PID1 || rs[0].Fix == "" {
+		t.Fatalf("records = %+v", f.sink.records)
+	}
+}
+
+func TestSeedIncidentVerdictAndRecord(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(psqlExit())
+	rs := f.sink.byVerdict("crash-restart")
+	if len(rs) != 1 {
+		t.Fatalf("crash-restart records: %+v", f.sink.records)
+	}
+	r := rs[0]
+	if r.Comm != "psql" || r.Signal != "SIGPIPE" || r.ParentNSPid != 1 || r.OriginalParentComm != "sh" || !r.CrashRestart {
+		t.Errorf("record = %+v", r)
+	}
+	if strings.Contains(r.Cmdline, "hunter2") || !strings.Contains(r.Cmdline, "app:***@") {
+		t.Errorf("cmdline not redacted: %q", r.Cmdline)
+	}
+	if r.PostgresLog != "server process (PID 9) was terminated by signal 13: Broken pipe" {
+		t.Errorf("postgres log = %q", r.PostgresLog)
+	}
+	if r.SignalSender == nil || r.SignalSender.Origin != "kernel-for-self" || !strings.Contains(r.Summary, "pipe whose reader had gone") {
+		t.Errorf("sender %+v summary %q", r.SignalSender, r.Summary)
+	}
+}
+
+// A crash-restart is confirmed only by the postmaster's SIGQUIT fan-out.
+func TestCrashRestartConfirmedByFanOut(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(psqlExit())
+	for _, child := range []uint32{101, 102, 103} {
+		for range 2 { // to the pid, then to its process group
+			ev := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(child, child, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
+			ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
+			f.agent.Handle(ev)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for len(f.sink.byVerdict("crash-restart-confirmed")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	rs := f.sink.byVerdict("crash-restart-confirmed")
+	if len(rs) != 1 {
+		t.Fatalf("confirmed records: %d", len(rs))
+	}
+	if rs[0].Terminated != 3 || rs[0].Trigger == nil || rs[0].Trigger.Comm != "psql" || rs[0].Trigger.Signal != "SIGPIPE" {
+		t.Errorf("confirmed = terminated %d trigger %+v", rs[0].Terminated, rs[0].Trigger)
+	}
+}
+
+// pg_ctl stop -m immediate: the postmaster is sent SIGQUIT, then fans out.
+// That is a shutdown, not a crash-restart.
+func TestImmediateShutdownIsNotConfirmed(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	toPM := &event.Event{Kind: event.KindSignal, Time: 60e7, Task: postmaster, Parent: task(400, 400, 55, "pg_ctl"), Flags: event.HasSignal}
+	toPM.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 400}
+	f.agent.Handle(toPM)
+	ev := &event.Event{Kind: event.KindSignal, Time: 60e7 + 1e6, Task: task(101, 101, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
+	ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
+	f.agent.Handle(ev)
+	time.Sleep(1500 * time.Millisecond)
+	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
+		t.Errorf("an immediate shutdown was confirmed as a crash-restart: %+v", rs)
+	}
+}
+
+// The postmaster's own crash handling kills backends: their deaths are not
+// more crashes.
+func TestBackendsKilledByThePostmasterAreNotReported(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	ev := &event.Event{Kind: event.KindExit, Time: 51e7, Status: event.ExitStatus(2 << 8), Flags: event.HasBirth | event.HasSignal}
+	ev.Task, ev.Parent = task(101, 2, 21, "postgres"), postmaster
+	ev.Birth.Flags = event.BirthForked
+	ev.Birth.Ancestry[0].PID = 100
+	ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100, Generated: 50e7}
+	f.agent.Handle(ev)
+	if len(f.sink.records) != 1 { // only postmaster-pid1
+		t.Errorf("records = %+v", f.sink.records)
+	}
+}
+
+func TestZombieHandedToThePostmasterIsACrash(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	ev := &event.Event{Kind: event.KindAdoption, Time: 52e7, Status: event.ExitStatus(unix.SIGTERM)}
+	ev.Task, ev.Parent, ev.Previous = task(500, 12, 45, "job"), postmaster, task(499, 11, 44, "sh")
+	ev.Task.Flags = event.TaskZombie
+	ev.Parent.Flags = event.TaskNSReaper | event.TaskWatched
+	f.agent.Handle(ev)
+	rs := f.sink.byVerdict("crash-restart")
+	if len(rs) != 1 || rs[0].Signal != "SIGTERM" || rs[0].PreviousComm != "sh" {
+		t.Errorf("records = %+v", f.sink.records)
+	}
+}
+
+func TestPostmasterExitUnwatches(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(&event.Event{Kind: event.KindExit, Time: 70e7, Task: postmaster, Parent: task(10, 10, 5, "unshare")})
+	if _, ok := f.kernel.watched[100]; ok {
+		t.Error("kernel still watches an exited postmaster")
+	}
+	if len(f.sink.byVerdict("postmaster-exit")) != 1 {
+		t.Errorf("records = %+v", f.sink.records)
+	}
+	stats := f.agent.Stats()
+	if stats.Events[event.KindExit] != 1 || stats.Events[event.KindExec] != 1 || stats.Reported["postmaster-exit"] != 1 {
+		t.Errorf("stats = %+v", stats)
+	}
+}
+
+// An ordinary exit: no postmaster involved. This is every exit with --all,
+// and the path must cost nothing.
+func ordinaryExit() *event.Event {
+	ev := &event.Event{Kind: event.KindExit, Time: 1e9, Status: event.ExitStatus(2 << 8)}
+	ev.Task, ev.Parent = task(7000, 7000, 90, "make"), task(6999, 6999, 89, "bash")
+	return ev
+}
+
+func TestOrdinaryExitIsNotReported(t *testing.T) {
+	f := newFixture(t, false)
+	f.agent.Handle(ordinaryExit())
+	if len(f.sink.records) != 0 {
+		t.Errorf("records = %+v", f.sink.records)
+	}
+	ev := ordinaryExit()
+	if allocs := testing.AllocsPerRun(100, func() { f.agent.Handle(ev) }); allocs != 0 {
+		t.Errorf("%v allocations per ordinary exit, want 0", allocs)
+	}
+}
+
+func BenchmarkHandleOrdinaryExit(b *testing.B) {
+	f := newFixture(b, false)
+	f.postmasterExec()
+	ev := ordinaryExit()
+	b.ReportAllocs()
+	for b.Loop() {
+		f.agent.Handle(ev)
+	}
+}

@@ -1,0 +1,277 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/event"
+	"github.com/orphanwatch/orphanwatch/internal/testenv"
+	"github.com/orphanwatch/orphanwatch/internal/verdict"
+)
+
+// collector runs a probe and keeps copies of its events.
+type collector struct {
+	probe  *Probe
+	mu     sync.Mutex
+	events []event.Event
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startProbe(t *testing.T, cfg Config) *collector {
+	t.Helper()
+	testenv.RequireRoot(t)
+	p, err := Load(cfg)
+	if err != nil {
+		t.Fatalf("loading the probe: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &collector{probe: p, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		c.done <- p.Read(ctx, func(ev *event.Event) {
+			c.mu.Lock()
+			c.events = append(c.events, *ev)
+			c.mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-c.done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Read: %v", err)
+		}
+		if err := p.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+// waitFor returns the first event matching, waiting up to 5 s.
+func (c *collector) waitFor(t *testing.T, what string, match func(*event.Event) bool) event.Event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		for i := range c.events {
+			if match(&c.events[i]) {
+				ev := c.events[i]
+				c.mu.Unlock()
+				return ev
+			}
+		}
+		c.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %s event within 5s", what)
+	return event.Event{}
+}
+
+func (c *collector) count(match func(*event.Event) bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for i := range c.events {
+		if match(&c.events[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+func exitOf(pid int) func(*event.Event) bool {
+	return func(ev *event.Event) bool { return ev.Kind == event.KindExit && ev.Task.PID == uint32(pid) }
+}
+
+func exitOfComm(parent int, comm string) func(*event.Event) bool {
+	return func(ev *event.Event) bool {
+		return ev.Kind == event.KindExit && ev.Parent.PID == uint32(parent) && ev.Task.Comm.Is(comm)
+	}
+}
+
+func run(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	return cmd
+}
+
+func TestKernelSIGPIPEFromABrokenPipe(t *testing.T) {
+	c := startProbe(t, Config{StreamAll: true})
+	sh := run(t, "sh", "-c", "yes | head -c 1 >/dev/null")
+	ev := c.waitFor(t, "yes exit", exitOfComm(sh.Process.Pid, "yes"))
+
+	if !ev.Status.Signaled() || ev.Status.Signal() != unix.SIGPIPE {
+		t.Errorf("status = %v, want killed by SIGPIPE", ev.Status)
+	}
+	if ev.Flags&event.HasSignal == 0 || ev.Signal.Signo != uint32(unix.SIGPIPE) {
+		t.Fatalf("no SIGPIPE signal record joined to the exit: flags %#x signal %+v", ev.Flags, ev.Signal)
+	}
+	if ev.Signal.SenderPID != ev.Task.PID || ev.Signal.Flags&event.SignalFromSelf == 0 || ev.Signal.Flags&event.SignalNoInfo == 0 {
+		t.Errorf("sender = %d flags %#x, want the writer itself via pipe_write (self, no siginfo)", ev.Signal.SenderPID, ev.Signal.Flags)
+	}
+	if ev.Signal.Flags&event.SignalDefaultAction == 0 || ev.Signal.Delivered < ev.Signal.Generated {
+		t.Errorf("signal not marked delivered with the default action: %+v", ev.Signal)
+	}
+	if ev.Flags&event.HasBirth == 0 || ev.Birth.Ancestry[0].PID != uint32(sh.Process.Pid) || !ev.Birth.Ancestry[0].Comm.Is("sh") {
+		t.Errorf("birth record = %+v, want parent sh %d", ev.Birth.Ancestry[0], sh.Process.Pid)
+	}
+	if got := ev.Birth.Argv(); len(got) != 1 || got[0] != "yes" || ev.Birth.ExePath() != "/usr/bin/yes" {
+		t.Errorf("exec record = %q %q, want /usr/bin/yes [yes]", ev.Birth.ExePath(), got)
+	}
+}
+
+func TestKernelSIGTERMNamesItsSender(t *testing.T) {
+	c := startProbe(t, Config{StreamAll: true})
+	victim := exec.Command("sleep", "30")
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killer := run(t, "sh", "-c", fmt.Sprintf("kill -TERM %d", victim.Process.Pid))
+	victim.Wait()
+	ev := c.waitFor(t, "sleep exit", exitOf(victim.Process.Pid))
+
+	if ev.Status.Signal() != unix.SIGTERM {
+		t.Errorf("status = %v, want SIGTERM", ev.Status)
+	}
+	if ev.Signal.SenderPID != uint32(killer.Process.Pid) || !ev.Signal.SenderComm.Is("sh") {
+		t.Errorf("sender = %d %q, want the killing shell %d", ev.Signal.SenderPID, ev.Signal.SenderComm, killer.Process.Pid)
+	}
+	if ev.Signal.Flags&(event.SignalFromSelf|event.SignalFromKernel) != 0 || ev.Signal.Code != 0 /* SI_USER */ {
+		t.Errorf("signal flags %#x code %d, want kill(2) from another process", ev.Signal.Flags, ev.Signal.Code)
+	}
+}
+
+func TestKernelExitCode3(t *testing.T) {
+	c := startProbe(t, Config{StreamAll: true})
+	sh := run(t, "sh", "-c", "exit 3")
+	ev := c.waitFor(t, "sh exit", exitOf(sh.Process.Pid))
+	if ev.Status.Signaled() || ev.Status.Code() != 3 {
+		t.Errorf("status = %v, want exit 3", ev.Status)
+	}
+	if ev.Task.Start == 0 || ev.Time <= ev.Task.Start {
+		t.Errorf("start %d, exit time %d: want start before exit", ev.Task.Start, ev.Time)
+	}
+}
+
+// A thread that ends while its process lives on is not a process exit.
+func TestKernelThreadExitIsNoEvent(t *testing.T) {
+	c := startProbe(t, Config{StreamAll: true})
+	tids := make(chan int)
+	go func() {
+		runtime.LockOSThread() // returning while locked ends the OS thread
+		tids <- unix.Gettid()
+	}()
+	tid := <-tids
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d did not exit", tid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A later process exit proves the probe was reading meanwhile.
+	sh := run(t, "true")
+	c.waitFor(t, "true exit", exitOf(sh.Process.Pid))
+	if n := c.count(func(ev *event.Event) bool { return ev.Task.PID == uint32(os.Getpid()) || ev.Task.PID == uint32(tid) }); n != 0 {
+		t.Errorf("%d events for the test process after one of its threads exited, want 0", n)
+	}
+}
+
+// In a PID namespace whose PID 1 is a plain shell, an orphan is adopted by
+// that shell: the adoption is reported (predicted in the kernel and
+// confirmed by the orphan's own exit), and no verdict calls it a crash.
+func TestKernelOrphanAdoptedByShellNamespaceInit(t *testing.T) {
+	testenv.RequireCommands(t, "unshare")
+	c := startProbe(t, Config{}) // default filtering: adoptions and children of namespace inits
+	run(t, "unshare", "--pid", "--fork", "sh", "-c", `sh -c "sleep 0.3 & exit 0"; sleep 1`)
+
+	adoption := c.waitFor(t, "adoption", func(ev *event.Event) bool {
+		return ev.Kind == event.KindAdoption && ev.Parent.NSPid == 1 && ev.Parent.NSLevel == 1 && ev.Previous.Comm.Is("sh")
+	})
+	if adoption.Parent.Flags&event.TaskNSReaper == 0 || !adoption.Parent.Comm.Is("sh") {
+		t.Errorf("new parent = %+v, want the namespace's PID 1 shell", adoption.Parent)
+	}
+	if adoption.Task.NSLevel != 1 || adoption.Task.NSPid == adoption.Task.PID {
+		t.Errorf("orphan namespace view = level %d ns pid %d (host %d)", adoption.Task.NSLevel, adoption.Task.NSPid, adoption.Task.PID)
+	}
+	if adoption.Flags&event.HasBirth == 0 || adoption.Birth.Ancestry[0].PID != adoption.Previous.PID {
+		t.Errorf("orphan's birth parent = %d, want the dying shell %d", adoption.Birth.Ancestry[0].PID, adoption.Previous.PID)
+	}
+	d := verdict.OnAdoption(verdict.AdoptionFacts{NewParentIsContainerInit: true})
+	if d.Verdict != verdict.Adoption || !d.Flagged {
+		t.Errorf("adoption verdict = %+v, want a flagged adoption", d)
+	}
+
+	exit := c.waitFor(t, "orphan exit", exitOf(int(adoption.Task.PID)))
+	if exit.Parent.PID != adoption.Parent.PID {
+		t.Errorf("orphan died under %d, adoption predicted %d", exit.Parent.PID, adoption.Parent.PID)
+	}
+	if exit.Flags&event.Adopted == 0 {
+		t.Errorf("exit flags %#x: want Adopted (parent at death is not the parent at birth)", exit.Flags)
+	}
+	d = verdict.OnExit(verdict.ExitFacts{Status: exit.Status, Origin: verdict.OriginAdopted})
+	if d.Verdict == verdict.CrashRestart || d.Flagged {
+		t.Errorf("exit under a shell init got %+v, want an unflagged exit", d)
+	}
+}
+
+func TestKernelCountersAndDefaultFilter(t *testing.T) {
+	c := startProbe(t, Config{})
+	before, err := c.probe.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		run(t, "true")
+	}
+	sh := run(t, "sh", "-c", "exit 7")
+	after, err := c.probe.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Forks-before.Forks < 21 || after.Exits-before.Exits < 21 {
+		t.Errorf("counters went from %+v to %+v, want at least 21 more forks and exits", before, after)
+	}
+	if after.Lost != 0 {
+		t.Errorf("lost %d events in a quiet run", after.Lost)
+	}
+	time.Sleep(200 * time.Millisecond)
+	// Ordinary exits, even with a code >= 2, of processes whose parent is no
+	// postmaster, namespace init or subreaper stay in the kernel.
+	if n := c.count(exitOf(sh.Process.Pid)); n != 0 {
+		t.Errorf("an ordinary exit reached user space in default mode")
+	}
+}
+
+func TestLoadErrorsSayWhatToDo(t *testing.T) {
+	testenv.RequireRoot(t)
+	_, err := Load(Config{KernelBTF: "/nonexistent/vmlinux"})
+	var perr *Error
+	if !errors.As(err, &perr) || perr.Problem != ProblemNoBTF || !strings.Contains(err.Error(), "CONFIG_DEBUG_INFO_BTF") {
+		t.Errorf("missing BTF: %v, want ProblemNoBTF naming CONFIG_DEBUG_INFO_BTF", err)
+	}
+	_, err = Load(Config{Refuse: []string{"handle_exit"}})
+	if !errors.As(err, &perr) || perr.Problem != ProblemKernel || !strings.Contains(err.Error(), "handle_exit") {
+		t.Errorf("refused program: %v, want ProblemKernel naming handle_exit", err)
+	}
+	_, err = Load(Config{RingBufferBytes: 12345})
+	if err == nil || !strings.Contains(err.Error(), "power of two") {
+		t.Errorf("bad ring buffer size: %v", err)
+	}
+}

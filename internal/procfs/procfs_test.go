@@ -1,0 +1,96 @@
+package procfs
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestParseStatCommWithSpacesAndParens(t *testing.T) {
+	line := "4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+	s, err := ParseStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PID != 4242 || s.Comm != "my (odd) prog" || s.State != 'S' || s.PPID != 1 || s.StartTicks != 987654 {
+		t.Errorf("ParseStat = %+v", s)
+	}
+}
+
+func TestParseStatRejectsDamage(t *testing.T) {
+	for _, bad := range []string{
+		"", "4242", "4242 (x", "x (comm) S 1", "4242 (comm) S 1 2 3", // truncated
+		"4242 (comm) SS 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20",
+		"4242 (comm) S one 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20",
+		"4242 (comm) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 notanumber 20",
+	} {
+		if _, err := ParseStat([]byte(bad)); err == nil {
+			t.Errorf("ParseStat(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	s, err := ParseStatus([]byte("Name:\tpostgres\nUid:\t999\t999\t999\t999\nNSpid:\t8900\t1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.UID != 999 || s.NSPid() != 1 || len(s.NSpid) != 2 {
+		t.Errorf("ParseStatus = %+v", s)
+	}
+	if _, err := ParseStatus([]byte("Name:\tx\n")); err == nil {
+		t.Error("status without Uid accepted")
+	}
+	if _, err := ParseStatus([]byte("Uid:\t0\nNSpid:\t1 x\n")); err == nil {
+		t.Error("bad NSpid accepted")
+	}
+}
+
+func TestParseCmdline(t *testing.T) {
+	if got := ParseCmdline([]byte("psql\x00-c\x00select 1\x00")); len(got) != 3 || got[2] != "select 1" {
+		t.Errorf("got %q", got)
+	}
+	if got := ParseCmdline([]byte("postgres: checkpointer   ")); len(got) != 1 {
+		t.Errorf("rewritten argv: %q", got)
+	}
+	if got := ParseCmdline(nil); got != nil {
+		t.Errorf("kernel thread: %q", got)
+	}
+}
+
+func TestVanishedProcessIsNotExist(t *testing.T) {
+	fsys := FS{Root: t.TempDir()}
+	if _, err := fsys.ReadStat(12345); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadStat of a missing pid: %v", err)
+	}
+	if _, err := fsys.Cmdline(12345); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Cmdline of a missing pid: %v", err)
+	}
+}
+
+func TestNamespaceLinkAndCgroups(t *testing.T) {
+	if n, err := parseNSLink("pid:[4026531836]"); err != nil || n != 4026531836 {
+		t.Errorf("parseNSLink = %d, %v", n, err)
+	}
+	if _, err := parseNSLink("pid:4026531836"); err == nil {
+		t.Error("malformed link accepted")
+	}
+	cg := ParseCgroups([]byte("4:memory:/docker/abc\n0::/system.slice/x.scope\ngarbage\n"))
+	if cg["memory"] != "/docker/abc" || cg[""] != "/system.slice/x.scope" {
+		t.Errorf("ParseCgroups = %v", cg)
+	}
+}
+
+func TestRealProcSelf(t *testing.T) {
+	pid := os.Getpid()
+	st, err := Default.ReadStat(pid)
+	if err != nil || st.PID != pid || st.StartTicks == 0 {
+		t.Fatalf("ReadStat(self) = %+v, %v", st, err)
+	}
+	exe, err := Default.Exe(pid)
+	if err != nil || filepath.Base(exe) == "" {
+		t.Errorf("Exe(self) = %q, %v", exe, err)
+	}
+}

@@ -1,0 +1,295 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// PGBin is where Debian's postgresql package puts the server binaries.
+var PGBin = envOr("PG_BIN", "/usr/lib/postgresql/15/bin")
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// RequirePostgres needs root, the PostgreSQL server binaries, the postgres
+// user and util-linux's unshare/nsenter/setpriv.
+func RequirePostgres(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	_, err := os.Stat(filepath.Join(PGBin, "postgres"))
+	Require(t, err == nil, "needs PostgreSQL server binaries in "+PGBin+" (apt-get install postgresql)")
+	_, err = user.Lookup("postgres")
+	Require(t, err == nil, "needs the postgres user (apt-get install postgresql)")
+	RequireCommands(t, "unshare", "nsenter", "setpriv", "psql")
+}
+
+// ClusterOptions says how to run the postmaster.
+type ClusterOptions struct {
+	// Init runs before the postmaster as PID 1 of the namespace, e.g.
+	// []string{"tini", "--"}; empty means the postmaster is PID 1.
+	Init []string
+	// Cgroup is a cgroup directory (created, and removed at cleanup) the
+	// whole namespace runs in, e.g. /sys/fs/cgroup/memory/docker/<id>.
+	Cgroup string
+	// CgroupFiles are written in Cgroup before start, e.g. memory.limit_in_bytes.
+	CgroupFiles map[string]string
+	// Settings are extra -c name=value server settings.
+	Settings []string
+	// Env is extra environment for the postmaster.
+	Env []string
+}
+
+// Cluster is a PostgreSQL server in its own PID and mount namespace,
+// stopped at test cleanup.
+type Cluster struct {
+	t       testing.TB
+	Dir     string // data directory
+	Socket  string // unix socket directory
+	LogFile string
+	cmd     *exec.Cmd
+	// UnsharePID is unshare's pid (in the host namespace).
+	UnsharePID int
+	// InitPID is the host pid of PID 1 of the namespace.
+	InitPID int
+	// PostmasterPID is the host pid of the postmaster.
+	PostmasterPID int
+	done          chan struct{}
+}
+
+// The template cluster: initdb runs once per test process.
+var (
+	templateOnce sync.Once
+	templateDir  string
+	templateErr  error
+)
+
+// StartCluster initdbs (from a per-process template, for speed) and starts a
+// postmaster in a new PID namespace, waiting until it accepts connections.
+func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
+	t.Helper()
+	RequirePostgres(t)
+	pg, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(pg.Uid)
+	gid, _ := strconv.Atoi(pg.Gid)
+
+	base, err := os.MkdirTemp("", "orphanwatch-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, Dir: filepath.Join(base, "data"), Socket: filepath.Join(base, "sock"), LogFile: filepath.Join(base, "postgres.log"), done: make(chan struct{})}
+	t.Cleanup(func() { c.stop(); os.RemoveAll(base) })
+	for _, d := range []string{base, c.Socket} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	template := templateCluster(t, uid, gid)
+	if out, err := exec.Command("cp", "-a", template, c.Dir).CombinedOutput(); err != nil {
+		t.Fatalf("copying template cluster: %v: %s", err, out)
+	}
+
+	server := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups",
+		filepath.Join(PGBin, "postgres"), "-D", c.Dir, "-k", c.Socket, "-c", "listen_addresses=", "-c", "logging_collector=off"}
+	for _, s := range opts.Settings {
+		server = append(server, "-c", s)
+	}
+	args := append([]string{"--pid", "--fork", "--mount-proc"}, opts.Init...)
+	args = append(args, server...)
+	script := `exec unshare "$@"`
+	if opts.Cgroup != "" {
+		if err := os.MkdirAll(opts.Cgroup, 0o755); err != nil {
+			t.Fatalf("creating cgroup %s: %v", opts.Cgroup, err)
+		}
+		for name, value := range opts.CgroupFiles {
+			if err := os.WriteFile(filepath.Join(opts.Cgroup, name), []byte(value), 0o644); err != nil {
+				t.Fatalf("writing %s in %s: %v", name, opts.Cgroup, err)
+			}
+		}
+		script = fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare "$@"`, opts.Cgroup)
+		t.Cleanup(func() { removeCgroup(opts.Cgroup) })
+	}
+	log, err := os.Create(c.LogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...)
+	c.cmd.Stdout, c.cmd.Stderr = log, log
+	c.cmd.Env = append(os.Environ(), opts.Env...)
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("starting postgres: %v", err)
+	}
+	c.UnsharePID = c.cmd.Process.Pid
+	go func() { c.cmd.Wait(); log.Close(); close(c.done) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(c.Log(), "database system is ready to accept connections") {
+		select {
+		case <-c.done:
+			t.Fatalf("postgres exited during start:\n%s", c.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("postgres not ready after 30s:\n%s", c.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.InitPID = childOf(t, c.UnsharePID)
+	c.PostmasterPID = c.InitPID
+	if len(opts.Init) > 0 {
+		c.PostmasterPID = childOf(t, c.InitPID)
+	}
+	return c
+}
+
+// templateCluster returns a data directory made by initdb, once per process.
+func templateCluster(t testing.TB, uid, gid int) string {
+	t.Helper()
+	templateOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "orphanwatch-pgtemplate-")
+		if err != nil {
+			templateErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			templateErr = err
+			return
+		}
+		templateDir = filepath.Join(dir, "data")
+		cmd := exec.Command("setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups",
+			filepath.Join(PGBin, "initdb"), "-D", templateDir, "-A", "trust", "-U", "postgres", "--no-sync")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			templateErr = fmt.Errorf("initdb: %v: %s", err, out)
+		}
+	})
+	if templateErr != nil {
+		t.Fatal(templateErr)
+	}
+	return templateDir
+}
+
+// childOf finds the only child of pid.
+func childOf(t testing.TB, pid int) int {
+	t.Helper()
+	for range 100 {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if err == nil {
+			if f := strings.Fields(string(data)); len(f) > 0 {
+				child, _ := strconv.Atoi(f[0])
+				return child
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("process %d has no child", pid)
+	return 0
+}
+
+// Log is the server log so far.
+func (c *Cluster) Log() string {
+	data, _ := os.ReadFile(c.LogFile)
+	return string(data)
+}
+
+// WaitLog waits until the server log contains s.
+func (c *Cluster) WaitLog(s string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(c.Log(), s) {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+// PsqlArgs is how a psql inside the namespace reaches the server.
+func (c *Cluster) PsqlArgs() string {
+	return fmt.Sprintf("psql -X -q -h %s -U postgres -d postgres", c.Socket)
+}
+
+// Exec runs a shell script inside the cluster's PID and mount namespace,
+// as a process the postmaster did not start, and returns its output.
+func (c *Cluster) Exec(script string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(c.InitPID), "-p", "-m", "sh", "-c", script)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// SeedIncident is the incident orphanwatch exists for: a monitoring psql
+// started inside the container, orphaned when its shell exits, killed by
+// SIGPIPE when head stops reading.
+func (c *Cluster) SeedIncident() error {
+	_, err := c.Exec(fmt.Sprintf(`%s -c "select generate_series(1,3000000)" | head -c 10 >/dev/null & exit`, c.PsqlArgs()))
+	return err
+}
+
+// Ready waits until the server accepts connections again (after a crash-restart).
+func (c *Cluster) Ready(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := c.Exec(c.PsqlArgs() + ` -Atc "select 1"`)
+		if err == nil && strings.TrimSpace(out) == "1" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server not ready after %s: %v: %s", timeout, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) stop() {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return
+	}
+	// SIGKILL the namespace's init: the kernel kills everything in it.
+	if c.InitPID != 0 {
+		syscall.Kill(c.InitPID, syscall.SIGKILL)
+	}
+	syscall.Kill(-c.UnsharePID, syscall.SIGKILL)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		c.t.Logf("postgres namespace %d did not exit", c.UnsharePID)
+	}
+}
+
+// removeCgroup removes a cgroup directory once its processes are gone.
+func removeCgroup(dir string) {
+	for range 50 {
+		if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

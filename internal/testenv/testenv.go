@@ -1,0 +1,84 @@
+// Package testenv is what orphanwatch's privileged tests share: the rule
+// that they may skip only outside CI, a real PostgreSQL running as PID 1 of
+// its own PID namespace (or behind an init), and the orphanwatch binary
+// itself, run the way a user runs it.
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// InCI reports whether the tests run in CI, where nothing may be skipped.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Require fails the test under CI and skips it, loudly, elsewhere, when ok
+// is false. why says what is missing and how to get it.
+func Require(t testing.TB, ok bool, why string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if InCI() {
+		t.Fatalf("CI=true and this test cannot run: %s", why)
+	}
+	fmt.Fprintf(os.Stderr, "\n*** SKIPPED %s: %s (set CI=true to make this a failure)\n\n", t.Name(), why)
+	t.Skipf("SKIPPED: %s", why)
+}
+
+// RequireRoot needs root, for BPF and namespaces.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	Require(t, os.Geteuid() == 0, "needs root (BPF, PID namespaces): run `sudo make test`")
+	_, err := os.Stat("/sys/kernel/btf/vmlinux")
+	Require(t, err == nil, "needs kernel BTF at /sys/kernel/btf/vmlinux")
+}
+
+// RequireCommands needs programs on PATH.
+func RequireCommands(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		_, err := exec.LookPath(n)
+		Require(t, err == nil, fmt.Sprintf("needs %s on PATH (see .ci/run for the packages)", n))
+	}
+}
+
+// ModuleRoot is the repository's top directory.
+func ModuleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// Binary builds cmd/orphanwatch once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "orphanwatch-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "orphanwatch")
+		cmd := exec.Command("go", "build", "-o", binary, "./cmd/orphanwatch")
+		cmd.Dir = ModuleRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building orphanwatch: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: vet, unit tests, the kernel tests (real BPF), the
+# end-to-end tests against real PostgreSQL and Prometheus, alert rule tests,
+# and short fuzz runs. Privileged tests run one package at a time: they all
+# watch the same kernel. Under CI=true a skipped test is a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+
+echo "== go vet"
+go vet ./...
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+echo "== go test (full log: $log)"
+status=0
+go test -count=1 -p 1 -timeout 45m -v ./... >"$log" 2>&1 || status=$?
+grep -E '^(ok|FAIL|---|panic:|\s+\S+_test\.go:[0-9]+:|\*\*\* SKIPPED)' "$log" | grep -v -- '--- PASS' || true
+if [ "$status" -ne 0 ]; then
+  echo "tests failed (status $status)"; exit "$status"
+fi
+skips=$(grep -c -- '--- SKIP' "$log" || true)
+if [ "$skips" -gt 0 ]; then
+  grep -A2 -- '--- SKIP' "$log"
+  if [ "${CI:-}" = true ]; then echo "CI=true: $skips test(s) skipped"; exit 1; fi
+  echo "WARNING: $skips test(s) skipped: run as root (sudo make test) to run them all"
+fi
+echo "== all tests passed"
