@@ -32,9 +32,8 @@ enum event_flag {
 	EVENT_HAS_BIRTH = 1 << 0,       /* birth holds the fork/exec record */
 	EVENT_HAS_SIGNAL = 1 << 1,      /* signal holds the last terminating signal sent to it */
 	EVENT_ADOPTED = 1 << 2,         /* parent at death is not the parent at birth */
-	EVENT_NS_TEARDOWN = 1 << 3,     /* adoption: the dying parent was its namespace's init */
-	EVENT_REAPER_GUESSED = 1 << 4,  /* adoption: subreaper walk hit its bound */
-	EVENT_CGROUP_V1 = 1 << 5,       /* cgroup is the v1 memory controller's, not v2 */
+	EVENT_REAPER_GUESSED = 1 << 3,  /* adoption: subreaper walk hit its bound */
+	EVENT_CGROUP_V1 = 1 << 4,       /* cgroup is the v1 memory controller's, not v2 */
 };
 
 /* birth.flags */

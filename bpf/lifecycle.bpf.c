@@ -19,9 +19,11 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 const struct btf_exports *unused_btf_exports __attribute__((unused));
 
 /* Set by user space before loading. */
-const volatile bool stream_all = false;     /* --all: every exit reaches user space */
-const volatile __u64 attached_at_ns = 0;    /* boot clock at load: older processes have no birth */
-const volatile __u32 max_children = 64;     /* orphans reported per dying parent */
+const volatile bool stream_all = false; /* --all: every exit reaches user space */
+const volatile __u32 max_children = 64; /* orphans reported per dying parent */
+/* Set by user space once every program is attached: processes started
+ * earlier have no birth record, and their exits are no evictions. */
+volatile __u64 attached_at_ns = ~0ULL;
 #define MAX_CHILDREN_BOUND 256
 #define MAX_SUBREAPER_DEPTH 16
 
@@ -139,11 +141,8 @@ static __always_inline struct task_struct *predict_reaper(struct task_struct *fa
 {
 	struct task_struct *reaper = BPF_CORE_READ(ns, child_reaper);
 
-	if (BPF_CORE_READ(reaper, tgid) == BPF_CORE_READ(father, tgid)) {
-		/* PID 1 of the namespace is dying: zap_pid_ns_processes() kills the rest. */
-		*event_flags |= EVENT_NS_TEARDOWN;
-		return reaper;
-	}
+	if (BPF_CORE_READ(reaper, tgid) == BPF_CORE_READ(father, tgid))
+		return 0; /* PID 1 of the namespace is dying: zap_pid_ns_processes() kills the rest */
 	struct signal_struct *sig = BPF_CORE_READ(father, signal);
 	if (!BPF_CORE_READ_BITFIELD_PROBED(sig, has_child_subreaper))
 		return reaper;
@@ -200,6 +199,8 @@ static __always_inline void report_orphans(struct task_struct *father)
 		return;
 	__u32 flags = 0;
 	struct task_struct *reaper = predict_reaper(father, ns, &flags);
+	if (!reaper)
+		return; /* nobody adopts: the children are being killed */
 
 	/* Read as numbers: the first child's prev link is the list head. */
 	__u64 pos = (__u64)BPF_CORE_READ(father, children.next);

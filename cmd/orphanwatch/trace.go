@@ -177,11 +177,11 @@ func printSummary(w io.Writer, ag *agent.Agent, p *probe.Probe, table *lineage.T
 			parts = append(parts, fmt.Sprintf("%s %d", v, n))
 		}
 	}
-	reported := "nothing reported"
+	found := "nothing found"
 	if len(parts) > 0 {
-		reported = strings.Join(parts, ", ")
+		found = "found " + strings.Join(parts, ", ")
 	}
-	fmt.Fprintf(w, "\norphanwatch: summary after %s: %s\n", elapsed.Round(time.Millisecond), reported)
+	fmt.Fprintf(w, "\norphanwatch: summary after %s: %s\n", elapsed.Round(time.Millisecond), found)
 	c, err := p.Counters()
 	if err != nil {
 		fmt.Fprintf(w, "orphanwatch: reading the kernel counters: %v\n", err)

@@ -103,9 +103,8 @@ const (
 	HasBirth      Flags = 1 << 0
 	HasSignal     Flags = 1 << 1
 	Adopted       Flags = 1 << 2 // parent at death differs from the parent at birth
-	NSTeardown    Flags = 1 << 3 // adoption: the dying parent was its namespace's init
-	ReaperGuessed Flags = 1 << 4 // adoption: the subreaper walk hit its bound
-	CgroupV1      Flags = 1 << 5 // the cgroup is the v1 memory controller's
+	ReaperGuessed Flags = 1 << 3 // adoption: the subreaper walk hit its bound
+	CgroupV1      Flags = 1 << 4 // the cgroup is the v1 memory controller's
 )
 
 // Ancestor is one step of the chain above a process at its birth.

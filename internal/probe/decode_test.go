@@ -93,7 +93,6 @@ func TestFlagsMatchTheBPFHeader(t *testing.T) {
 		{"has birth", uint32(event.HasBirth), uint32(lifecycleEventFlagEVENT_HAS_BIRTH)},
 		{"has signal", uint32(event.HasSignal), uint32(lifecycleEventFlagEVENT_HAS_SIGNAL)},
 		{"adopted", uint32(event.Adopted), uint32(lifecycleEventFlagEVENT_ADOPTED)},
-		{"ns teardown", uint32(event.NSTeardown), uint32(lifecycleEventFlagEVENT_NS_TEARDOWN)},
 		{"reaper guessed", uint32(event.ReaperGuessed), uint32(lifecycleEventFlagEVENT_REAPER_GUESSED)},
 		{"cgroup v1", uint32(event.CgroupV1), uint32(lifecycleEventFlagEVENT_CGROUP_V1)},
 		{"forked", uint32(event.BirthForked), uint32(lifecycleBirthFlagBIRTH_FORKED)},
@@ -144,5 +143,19 @@ func BenchmarkDecode(b *testing.B) {
 		if err := Decode(raw, 4096, &ev); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestMalformedRecordsAreCountedAndSkipped(t *testing.T) {
+	p := &Probe{pageSize: 4096}
+	var good lifecycleEvent
+	good.Kind = uint32(lifecycleEventKindEVENT_EXIT)
+	handled := 0
+	var ev event.Event
+	for _, raw := range [][]byte{recordBytes(&good), {1, 2, 3}, make([]byte, RecordSize), recordBytes(&good)} {
+		p.consume(raw, &ev, func(*event.Event) { handled++ })
+	}
+	if handled != 2 || p.Malformed() != 2 {
+		t.Errorf("handled %d, malformed %d; want 2 and 2", handled, p.Malformed())
 	}
 }

@@ -61,6 +61,13 @@ func lastLines(verr *ebpf.VerifierError, n int) error {
 	return fmt.Errorf("%v\n  %s", verr.Cause, strings.Join(log, "\n  "))
 }
 
+// kernelBefore reports whether the running kernel is older than major.minor.
+func kernelBefore(major, minor int) bool {
+	var got [2]int
+	fmt.Sscanf(kernelRelease(), "%d.%d", &got[0], &got[1])
+	return got[0] < major || (got[0] == major && got[1] < minor)
+}
+
 func kernelRelease() string {
 	var u unix.Utsname
 	if unix.Uname(&u) != nil {

@@ -109,9 +109,8 @@ const (
 	lifecycleEventFlagEVENT_HAS_BIRTH      lifecycleEventFlag = 1
 	lifecycleEventFlagEVENT_HAS_SIGNAL     lifecycleEventFlag = 2
 	lifecycleEventFlagEVENT_ADOPTED        lifecycleEventFlag = 4
-	lifecycleEventFlagEVENT_NS_TEARDOWN    lifecycleEventFlag = 8
-	lifecycleEventFlagEVENT_REAPER_GUESSED lifecycleEventFlag = 16
-	lifecycleEventFlagEVENT_CGROUP_V1      lifecycleEventFlag = 32
+	lifecycleEventFlagEVENT_REAPER_GUESSED lifecycleEventFlag = 8
+	lifecycleEventFlagEVENT_CGROUP_V1      lifecycleEventFlag = 16
 )
 
 type lifecycleEventKind uint32

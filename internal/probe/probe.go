@@ -107,9 +107,8 @@ func Load(cfg Config) (_ *Probe, err error) {
 	lifecycle.Maps[lifecycleMapEvents].MaxEntries = cfg.RingBufferBytes
 	lifecycle.Maps[lifecycleMapBirths].MaxEntries = cfg.MaxProcesses
 	for name, value := range map[string]any{
-		lifecycleVarStreamAll:    cfg.StreamAll,
-		lifecycleVarAttachedAtNs: p.clock.BootNow(),
-		lifecycleVarMaxChildren:  cfg.MaxChildren,
+		lifecycleVarStreamAll:   cfg.StreamAll,
+		lifecycleVarMaxChildren: cfg.MaxChildren,
 	} {
 		if err := lifecycle.Variables[name].Set(value); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
@@ -163,6 +162,9 @@ func Load(cfg Config) (_ *Probe, err error) {
 		p.attached = append(p.attached, Attachment{Program: prog.name, Hook: prog.hook})
 	}
 
+	if err := p.lifecycle.AttachedAtNs.Set(p.clock.BootNow()); err != nil {
+		return nil, fmt.Errorf("setting the attach time: %w", err)
+	}
 	p.reader, err = ringbuf.NewReader(p.lifecycle.Events)
 	if err != nil {
 		return nil, classify("opening the ring buffer", err)
@@ -212,7 +214,9 @@ func loadKernelBTF(path string) (*btf.Spec, error) {
 // memory to it (before 5.11).
 func checkKernel() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
-		if errors.Is(err, unix.EPERM) {
+		// An unprivileged user fails here on any kernel: only before 5.11
+		// is the limit itself the problem.
+		if errors.Is(err, unix.EPERM) && kernelBefore(5, 11) {
 			return &Error{ProblemPermission, "this kernel (" + kernelRelease() + ") is older than 5.11 and charges BPF " +
 				"memory to RLIMIT_MEMLOCK, which orphanwatch could not raise: run with CAP_SYS_RESOURCE, or " +
 				"`ulimit -l unlimited` first", err}
@@ -246,12 +250,18 @@ func (p *Probe) Read(ctx context.Context, handle func(*event.Event)) error {
 			}
 			return fmt.Errorf("reading the ring buffer: %w", err)
 		}
-		if err := Decode(rec.RawSample, p.pageSize, &ev); err != nil {
-			p.malformed++
-			continue
-		}
-		handle(&ev)
+		p.consume(rec.RawSample, &ev, handle)
 	}
+}
+
+// consume decodes one record into ev and hands it on; a record that cannot
+// be decoded is counted and skipped.
+func (p *Probe) consume(raw []byte, ev *event.Event, handle func(*event.Event)) {
+	if err := Decode(raw, p.pageSize, ev); err != nil {
+		p.malformed++
+		return
+	}
+	handle(ev)
 }
 
 // Malformed counts records Read skipped because they could not be decoded.

@@ -248,8 +248,8 @@ func TestKernelCountersAndDefaultFilter(t *testing.T) {
 	if after.Forks-before.Forks < 21 || after.Exits-before.Exits < 21 {
 		t.Errorf("counters went from %+v to %+v, want at least 21 more forks and exits", before, after)
 	}
-	if after.Lost != 0 {
-		t.Errorf("lost %d events in a quiet run", after.Lost)
+	if after.Lost != 0 || after.BirthsEvicted != 0 {
+		t.Errorf("lost %d events, %d birth records evicted in a quiet run, want 0", after.Lost, after.BirthsEvicted)
 	}
 	time.Sleep(200 * time.Millisecond)
 	// Ordinary exits, even with a code >= 2, of processes whose parent is no
@@ -273,5 +273,85 @@ func TestLoadErrorsSayWhatToDo(t *testing.T) {
 	_, err = Load(Config{RingBufferBytes: 12345})
 	if err == nil || !strings.Contains(err.Error(), "power of two") {
 		t.Errorf("bad ring buffer size: %v", err)
+	}
+}
+
+// When PID 1 of a namespace dies the kernel kills everything in it
+// (zap_pid_ns_processes): its children are not adopted by anyone.
+func TestKernelNamespaceTeardownIsNoAdoption(t *testing.T) {
+	testenv.RequireCommands(t, "unshare")
+	c := startProbe(t, Config{})
+	ns := exec.Command("unshare", "--pid", "--fork", "sh", "-c", "sleep 30 & sleep 30 & wait")
+	if err := ns.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var init int
+	deadline := time.Now().Add(5 * time.Second)
+	for init == 0 && time.Now().Before(deadline) {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", ns.Process.Pid, ns.Process.Pid))
+		fmt.Sscan(string(data), &init)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if init == 0 {
+		t.Fatal("namespace init not found")
+	}
+	time.Sleep(200 * time.Millisecond) // let it start its children
+	unix.Kill(init, unix.SIGKILL)
+	ns.Wait()
+	// The init's own exit (a namespace init's parent is no reaper: it is seen
+	// with --all only) is not needed; its killed children are reported as exits
+	// of children of a namespace init, never as adoptions.
+	c.waitFor(t, "a killed sleep", func(ev *event.Event) bool {
+		return ev.Kind == event.KindExit && ev.Task.Comm.Is("sleep") && ev.Parent.PID == uint32(init)
+	})
+	if n := c.count(func(ev *event.Event) bool { return ev.Kind == event.KindAdoption && ev.Previous.PID == uint32(init) }); n != 0 {
+		t.Errorf("%d adoption events for the children of a dying namespace init, want 0", n)
+	}
+}
+
+// A host pid reused by a new process (forced through ns_last_pid) gets its
+// own birth record: the kernel never hands it the previous owner's.
+func TestKernelPIDReuseKeepsBirthsApart(t *testing.T) {
+	c := startProbe(t, Config{StreamAll: true})
+	first := run(t, "sleep", "0.05")
+	pid := first.Process.Pid
+	var second *exec.Cmd
+	for attempt := 0; ; attempt++ {
+		if attempt == 50 {
+			t.Fatalf("could not get pid %d reused", pid)
+		}
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(fmt.Sprint(pid-1)), 0); err != nil {
+			t.Fatal(err)
+		}
+		second = run(t, "sh", "-c", "exit 3")
+		if second.Process.Pid == pid {
+			break
+		}
+	}
+	var events []event.Event
+	deadline := time.Now().Add(5 * time.Second)
+	for len(events) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		c.mu.Lock()
+		events = events[:0]
+		for _, ev := range c.events {
+			if ev.Kind == event.KindExit && ev.Task.PID == uint32(pid) {
+				events = append(events, ev)
+			}
+		}
+		c.mu.Unlock()
+	}
+	if len(events) != 2 {
+		t.Fatalf("%d exits of pid %d, want 2", len(events), pid)
+	}
+	a, b := events[0], events[1]
+	if a.Task.Key() == b.Task.Key() || b.Task.Start <= a.Task.Start {
+		t.Errorf("keys %+v and %+v: the two processes are not told apart", a.Task.Key(), b.Task.Key())
+	}
+	if a.Birth.ExePath() != "/usr/bin/sleep" || a.Status.Code() != 0 || !a.Task.Comm.Is("sleep") {
+		t.Errorf("first owner = %q %v %q", a.Birth.ExePath(), a.Status, a.Task.Comm)
+	}
+	if b.Birth.ExePath() != "/usr/bin/sh" || b.Status.Code() != 3 || !b.Task.Comm.Is("sh") || b.Birth.Time <= a.Birth.Time {
+		t.Errorf("second owner = %q %v %q born %d (first %d)", b.Birth.ExePath(), b.Status, b.Task.Comm, b.Birth.Time, a.Birth.Time)
 	}
 }

@@ -67,8 +67,8 @@ func ParseStat(data []byte) (Stat, error) {
 	}
 	var s Stat
 	var err error
-	if s.PID, err = strconv.Atoi(string(bytes.TrimSpace(data[:open]))); err != nil {
-		return Stat{}, fmt.Errorf("stat: pid: %w", err)
+	if s.PID, err = strconv.Atoi(string(bytes.TrimSpace(data[:open]))); err != nil || s.PID <= 0 {
+		return Stat{}, fmt.Errorf("stat: pid %q: %v", bytes.TrimSpace(data[:open]), err)
 	}
 	s.Comm = string(data[open+1 : close])
 	// Fields after comm, numbered from 3 (state) as in proc(5).

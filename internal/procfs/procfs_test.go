@@ -25,6 +25,7 @@ func TestParseStatRejectsDamage(t *testing.T) {
 		"4242 (comm) SS 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20",
 		"4242 (comm) S one 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20",
 		"4242 (comm) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 notanumber 20",
+		"-1 (comm) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20",
 	} {
 		if _, err := ParseStat([]byte(bad)); err == nil {
 			t.Errorf("ParseStat(%q) succeeded", bad)
@@ -93,4 +94,42 @@ func TestRealProcSelf(t *testing.T) {
 	if err != nil || filepath.Base(exe) == "" {
 		t.Errorf("Exe(self) = %q, %v", exe, err)
 	}
+}
+
+func FuzzParseStat(f *testing.F) {
+	f.Add([]byte("4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10\n"))
+	f.Add([]byte("1 ()) S"))
+	f.Add([]byte(")("))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseStat(data)
+		if err == nil && (s.PID <= 0 || len(s.Comm) > len(data) || s.State == 0) {
+			t.Fatalf("accepted %q as %+v", data, s)
+		}
+	})
+}
+
+func FuzzParseStatus(f *testing.F) {
+	f.Add([]byte("Name:\tpostgres\nUid:\t999\t999\t999\t999\nNSpid:\t8900\t1\n"))
+	f.Add([]byte("Uid:\nNSpid:\t\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseStatus(data)
+		if err == nil {
+			_ = s.NSPid()
+		}
+	})
+}
+
+func FuzzParseCmdline(f *testing.F) {
+	f.Add([]byte("psql\x00-c\x00select 1\x00"))
+	f.Add([]byte("\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		argv := ParseCmdline(data)
+		n := 0
+		for _, a := range argv {
+			n += len(a) + 1
+		}
+		if n > len(data)+1 {
+			t.Fatalf("argv %q longer than its %d bytes", argv, len(data))
+		}
+	})
 }

@@ -41,7 +41,8 @@ func String(s string) string {
 }
 
 // Argv redacts an argument vector, including a secret passed as the argument
-// after a flag like --password, and returns it joined with spaces.
+// after a flag like --password, and joins it as a shell would read it back:
+// arguments with spaces are single-quoted.
 func Argv(argv []string) string {
 	out := make([]string, len(argv))
 	hideNext := false
@@ -51,9 +52,16 @@ func Argv(argv []string) string {
 			out[i] = Mask
 			hideNext = false
 		default:
-			out[i] = String(arg)
+			out[i] = quote(String(arg))
 			hideNext = secretFlag.MatchString(arg)
 		}
 	}
 	return strings.Join(out, " ")
+}
+
+func quote(arg string) string {
+	if arg != "" && !strings.ContainsAny(arg, " \t\n'\"") {
+		return arg
+	}
+	return "'" + strings.ReplaceAll(arg, "'", `'\''`) + "'"
 }

@@ -69,6 +69,7 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		os.Chmod(dir, 0o755) // tests also run it as an unprivileged user
 		binary = filepath.Join(dir, "orphanwatch")
 		cmd := exec.Command("go", "build", "-o", binary, "./cmd/orphanwatch")
 		cmd.Dir = ModuleRoot()

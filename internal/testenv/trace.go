@@ -81,6 +81,25 @@ func (tr *Tracer) Stop() {
 	<-tr.done
 }
 
+// Kill ends the trace with SIGKILL, as a crash or the OOM killer would.
+func (tr *Tracer) Kill() {
+	tr.cmd.Process.Kill()
+	<-tr.done
+}
+
+// PID is the agent's process id.
+func (tr *Tracer) PID() int { return tr.cmd.Process.Pid }
+
+// Exited reports whether the trace has exited.
+func (tr *Tracer) Exited() bool {
+	select {
+	case <-tr.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Stderr is what the trace printed on stderr: header and summary.
 func (tr *Tracer) Stderr() string {
 	tr.mu.Lock()

@@ -1,0 +1,69 @@
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// ProgramsNamed counts the BPF programs loaded in the kernel whose name
+// starts with prefix (all orphanwatch's are named handle_*).
+func ProgramsNamed(t testing.TB, prefix string) int {
+	t.Helper()
+	n := 0
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return n
+		}
+		if err != nil {
+			t.Fatalf("listing BPF programs: %v", err)
+		}
+		id = next
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // unloaded meanwhile
+		}
+		info, err := prog.Info()
+		prog.Close()
+		if err == nil && strings.HasPrefix(info.Name, prefix) {
+			n++
+		}
+	}
+}
+
+var (
+	stormOnce sync.Once
+	stormPath string
+	stormErr  error
+)
+
+// Storm compiles bench/storm/storm.c once and returns the binary's path.
+func Storm(t testing.TB) string {
+	t.Helper()
+	RequireCommands(t, "cc")
+	stormOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "orphanwatch-storm-")
+		if err != nil {
+			stormErr = err
+			return
+		}
+		stormPath = filepath.Join(dir, "storm")
+		out, err := exec.Command("cc", "-O2", "-o", stormPath, filepath.Join(ModuleRoot(), "bench", "storm", "storm.c")).CombinedOutput()
+		if err != nil {
+			stormErr = fmt.Errorf("compiling the storm driver: %v: %s", err, out)
+		}
+	})
+	if stormErr != nil {
+		t.Fatal(stormErr)
+	}
+	return stormPath
+}
