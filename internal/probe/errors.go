@@ -49,7 +49,7 @@ func classify(what string, err error) error {
 			"it needs Linux 5.8 or newer with BPF ring buffers, BTF tracepoints and fentry", kernelRelease(), what),
 			fmt.Errorf("%s: %w", what, err)}
 	}
-	return &Error{ProblemOther, "could not " + what, err}
+	return &Error{ProblemOther, what + " failed", err}
 }
 
 // lastLines keeps the end of a verifier log, where the reason is.

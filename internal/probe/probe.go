@@ -104,8 +104,7 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading embedded lifecycle object: %w", err)
 	}
-	lifecycle.Maps[lifecycleMapEvents].MaxEntries = cfg.RingBufferBytes
-	lifecycle.Maps[lifecycleMapBirths].MaxEntries = cfg.MaxProcesses
+	cfg.size(lifecycle)
 	for name, value := range map[string]any{
 		lifecycleVarStreamAll:   cfg.StreamAll,
 		lifecycleVarMaxChildren: cfg.MaxChildren,
@@ -131,6 +130,7 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading embedded signals object: %w", err)
 	}
+	cfg.size(signals)
 	if err := loadRefusing(signals, &p.signals, opts, cfg.Refuse); err != nil {
 		return nil, classify("loading the signal programs", err)
 	}
@@ -138,6 +138,7 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading embedded oom object: %w", err)
 	}
+	cfg.size(oom)
 	if err := loadRefusing(oom, &p.oom, opts, cfg.Refuse); err != nil {
 		return nil, classify("loading the OOM programs", err)
 	}
@@ -170,6 +171,19 @@ func Load(cfg Config) (_ *Probe, err error) {
 		return nil, classify("opening the ring buffer", err)
 	}
 	return p, nil
+}
+
+// size applies the configured sizes to the shared maps a collection
+// declares: a map handed to another collection must match its spec there.
+func (c *Config) size(spec *ebpf.CollectionSpec) {
+	for name, entries := range map[string]uint32{
+		lifecycleMapEvents: c.RingBufferBytes,
+		lifecycleMapBirths: c.MaxProcesses,
+	} {
+		if m, ok := spec.Maps[name]; ok {
+			m.MaxEntries = entries
+		}
+	}
 }
 
 // loadRefusing loads a collection into objs, failing the way a kernel

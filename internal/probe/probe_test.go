@@ -270,6 +270,15 @@ func TestLoadErrorsSayWhatToDo(t *testing.T) {
 	if !errors.As(err, &perr) || perr.Problem != ProblemKernel || !strings.Contains(err.Error(), "handle_exit") {
 		t.Errorf("refused program: %v, want ProblemKernel naming handle_exit", err)
 	}
+	// Sizes apply to every object sharing the maps.
+	p, err := Load(Config{RingBufferBytes: 4096, MaxProcesses: 512})
+	if err != nil {
+		t.Fatalf("small maps: %v", err)
+	}
+	if info, err := p.lifecycle.Births.Info(); err != nil || info.MaxEntries != 512 {
+		t.Errorf("births map: %+v, %v; want 512 entries", info, err)
+	}
+	p.Close()
 	_, err = Load(Config{RingBufferBytes: 12345})
 	if err == nil || !strings.Contains(err.Error(), "power of two") {
 		t.Errorf("bad ring buffer size: %v", err)

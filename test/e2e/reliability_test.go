@@ -97,6 +97,11 @@ func TestSIGTERMDetachesWithinTwoSeconds(t *testing.T) {
 	if err != nil {
 		t.Errorf("exit after SIGTERM: %v, want status 0", err)
 	}
+	// The kernel frees programs once their last reference (RCU) is gone.
+	deadline := time.Now().Add(time.Second)
+	for testenv.ProgramsNamed(t, "handle_") != before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if after := testenv.ProgramsNamed(t, "handle_"); after != before {
 		t.Errorf("%d programs left after exit, %d before", after, before)
 	}
