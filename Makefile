@@ -16,8 +16,9 @@ IMAGE      ?= orphanwatch:$(VERSION)
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-generate: ## Rebuild the committed BPF objects and Go bindings (needs clang-19, libbpf-dev).
+generate: ## Rebuild the committed BPF objects (needs clang-19, libbpf-dev) and the PrometheusRule.
 	BPF2GO_CC=$(BPF_CLANG) BPF2GO_STRIP=$(BPF_STRIP) BPF2GO_CFLAGS="$(BPF_CFLAGS)" go generate ./internal/probe
+	go generate ./deploy/kubernetes
 
 check-generated: ## Fail when the committed BPF objects differ from what `make generate` builds.
 	./scripts/check-generated.sh

@@ -8,8 +8,8 @@
 #define EXE_LEN 64
 #define ARGS_LEN 160
 #define ANCESTRY_LEN 4
-#define CGROUP_NAME_LEN 96
-#define CGROUP_PARENT_LEN 80
+#define CGROUP_NAME_LEN 160  /* kubepods-<qos>-pod<uid>.slice:cri-containerd:<64 hex> is 145 */
+#define CGROUP_PARENT_LEN 96
 
 enum event_kind {
 	EVENT_EXIT = 1,     /* a process (its whole thread group) exited */

@@ -86,28 +86,34 @@ static __always_inline void read_task_ref(struct task_struct *t, struct task_ref
 		ref->flags |= TASK_ZOMBIE;
 }
 
-/* The cgroup a container runtime put the task in: the v2 (default hierarchy)
- * cgroup, or on hosts where v2 holds nothing (v1/hybrid), the v1 memory
- * controller's. User space turns the names into a container id. */
+/* The cgroup a container runtime put the task in. On a pure v2 host that is
+ * the default hierarchy's cgroup. Where the memory controller sits on a v1
+ * hierarchy of its own (v1 and hybrid hosts), runtimes using the cgroupfs
+ * driver create the container's cgroup only there, while v2 shows the
+ * runtime's service: then the memory cgroup wins, unless it is the root.
+ * User space turns the names into a container id. */
 static __always_inline void read_cgroup(struct task_struct *t, struct event *e)
 {
-	struct kernfs_node *kn = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn);
-	struct kernfs_node *parent = kernfs_parent(kn);
+	struct css_set *cset = BPF_CORE_READ(t, cgroups);
+	struct cgroup *dfl = BPF_CORE_READ(cset, dfl_cgrp);
+	struct kernfs_node *kn = BPF_CORE_READ(dfl, kn);
 
-	if (!parent && bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
+	if (bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
 		int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
 		struct cgroup_subsys_state *css = 0;
 
-		if (id >= 0 && id < CGROUP_SUBSYS_COUNT) {
-			struct css_set *cset = BPF_CORE_READ(t, cgroups);
+		if (id >= 0 && id < CGROUP_SUBSYS_COUNT)
 			bpf_probe_read_kernel(&css, sizeof(css), &cset->subsys[id]);
-		}
-		if (css) {
-			kn = BPF_CORE_READ(css, cgroup, kn);
-			parent = kernfs_parent(kn);
-			e->flags |= EVENT_CGROUP_V1;
+		struct cgroup *memcg = BPF_CORE_READ(css, cgroup);
+		if (memcg && BPF_CORE_READ(memcg, root) != BPF_CORE_READ(dfl, root)) {
+			struct kernfs_node *mkn = BPF_CORE_READ(memcg, kn);
+			if (kernfs_parent(mkn)) {
+				kn = mkn;
+				e->flags |= EVENT_CGROUP_V1;
+			}
 		}
 	}
+	struct kernfs_node *parent = kernfs_parent(kn);
 	e->cgroup.id = BPF_CORE_READ(kn, id);
 	bpf_probe_read_kernel_str(&e->cgroup.name, sizeof(e->cgroup.name), BPF_CORE_READ(kn, name));
 	if (parent)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fails when the committed bpf2go output (Go bindings and .o files for amd64
-# and arm64) differs from what `make generate` builds from bpf/ now.
+# Fails when the committed generated files (bpf2go's Go bindings and .o files for amd64
+# and arm64, and the PrometheusRule) differ from what `make generate` builds now.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-files='internal/probe/*_bpfel.go internal/probe/*_bpfel.o'
+files='internal/probe/*_bpfel.go internal/probe/*_bpfel.o deploy/kubernetes/prometheusrule.yaml'
 before=$(sha256sum $files)
 make -s generate >/dev/null
 after=$(sha256sum $files)

@@ -1,5 +1,73 @@
 package main
 
-import "io"
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
 
-func checkCommand(args []string, stdout, stderr io.Writer) int { return 3 }
+	"github.com/orphanwatch/orphanwatch/internal/audit"
+)
+
+// check's exit statuses follow the monitoring-plugin convention, so it
+// drops into Nagios/Icinga checks and CI as it is.
+const (
+	checkOK      = 0
+	checkWarn    = 1
+	checkFail    = 2
+	checkUnknown = 3 // also a usage error: the check could not be made
+)
+
+func checkCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	var sel audit.Selector
+	fs.Func("pid", "only the postmaster with this `pid` (as the host sees it)", func(s string) error {
+		pid, err := strconv.Atoi(s)
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("want a positive pid, got %q", s)
+		}
+		sel.PID = pid
+		return nil
+	})
+	fs.StringVar(&sel.Container, "container", "", "only the postmasters in the container with this `id` (or a prefix of it, as docker ps or kubectl show it)")
+	jsonOut := fs.Bool("json", false, "print one JSON object with every postmaster and finding instead of the report")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: orphanwatch check [flags]
+
+Audit every running postmaster (no BPF needed; reads /proc and /sys/fs/cgroup, as root or with CAP_SYS_PTRACE):
+PID 1 of its PID namespace, oom_score_adj of the postmaster and its server processes, the memory limit of
+its cgroup, vm.overcommit_memory, and the orphans it has adopted right now.
+
+Exit status: 0 all good, 1 warnings, 2 failures, 3 unknown (could not check, or a usage error).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	switch st := parseFlags(fs, args, stderr); st {
+	case -1:
+	case exitOK:
+		return checkOK // -h
+	default:
+		return checkUnknown // 2 would read as a failure of the check
+	}
+	if sel.PID != 0 && sel.Container != "" {
+		fmt.Fprintln(stderr, "orphanwatch check: give --pid or --container, not both")
+		return checkUnknown
+	}
+
+	r := audit.Default().Run(sel)
+	if *jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(&r); err != nil {
+			fmt.Fprintf(stderr, "orphanwatch check: writing the report: %v\n", err)
+			return checkUnknown
+		}
+	} else if err := r.WriteText(stdout); err != nil {
+		fmt.Fprintf(stderr, "orphanwatch check: writing the report: %v\n", err)
+		return checkUnknown
+	}
+	return r.Status.ExitCode()
+}

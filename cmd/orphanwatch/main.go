@@ -8,12 +8,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
+	"github.com/orphanwatch/orphanwatch/internal/container"
 	"github.com/orphanwatch/orphanwatch/internal/probe"
 	"github.com/orphanwatch/orphanwatch/internal/version"
 )
@@ -137,4 +140,37 @@ func uintFlag(dst *uint32) func(string) error {
 		*dst = n
 		return nil
 	}
+}
+
+// namerFlags choose where container names come from (trace and serve).
+type namerFlags struct {
+	kubernetes bool
+	kubeconfig string
+	nodeName   string
+	dockerRoot string
+}
+
+func (n *namerFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&n.kubernetes, "kubernetes", false, "name pods and containers from the Kubernetes API (in-cluster config, or --kubeconfig)")
+	fs.StringVar(&n.kubeconfig, "kubeconfig", "", "kubeconfig file for --kubernetes (default: the in-cluster service account)")
+	fs.StringVar(&n.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name for --kubernetes: only its pods are watched (default $NODE_NAME)")
+	fs.StringVar(&n.dockerRoot, "docker-root", container.DefaultDockerRoot, "where Docker keeps container configs, for container names")
+}
+
+// namer builds the names lookup. Without a usable Kubernetes API it warns
+// and carries on with Docker names and container ids. close stops it.
+func (n *namerFlags) namer(ctx context.Context, log *slog.Logger) (names container.Namer, close func()) {
+	namers := []container.Namer{}
+	close = func() {}
+	if n.kubernetes {
+		k, err := container.NewKubernetesNamer(ctx, n.kubeconfig, n.nodeName, log)
+		if err != nil {
+			log.Warn("no Kubernetes names: records carry container and pod ids only", "err", err)
+		} else {
+			namers = append(namers, k)
+			close = k.Close
+		}
+	}
+	namers = append(namers, container.NewDockerNamer(n.dockerRoot))
+	return container.Chain(namers...), close
 }

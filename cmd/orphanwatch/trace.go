@@ -36,6 +36,8 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	var pf probeFlags
 	pf.register(fs)
+	var nf namerFlags
+	nf.register(fs)
 	jsonOut := fs.Bool("json", false, "one JSON object per line on stdout instead of the table")
 	duration := fs.Duration("duration", 0, "stop after this long (default: until Ctrl-C)")
 	var filter recordFilter
@@ -75,12 +77,15 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 		out = report.NewJSONWriter(stdout)
 	}
 	filter.next = out
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	names, closeNames := nf.namer(ctx, log)
+	defer closeNames()
 	table := lineage.New(procfs.Default, tableSize)
 	ag := agent.New(agent.Config{
 		Kernel: p, Table: table, Proc: procfs.Default,
 		Wall: p.Clock().Wall, Now: p.Clock().BootNow,
 		Sinks: []agent.Sink{&filter}, All: pf.cfg.StreamAll,
-		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Log: log, Names: names,
 	})
 	postmasters, err := ag.Start()
 	if err != nil {

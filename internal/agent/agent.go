@@ -161,7 +161,7 @@ func (a *Agent) onExit(ev *event.Event) {
 		PostmasterMajor:    pm.Major,
 		Origin:             origin(ev, proc),
 		IsServerBinary:     verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String()),
-		KilledByPostmaster: killedBy(ev, pm),
+		KilledByPostmaster: killedBy(ev, pm) || a.confirm.told(pm, ev.Task.PID, ev.Time),
 		OOMKilled:          proc != nil && proc.OOMKilled,
 	}
 	d := verdict.OnExit(facts)

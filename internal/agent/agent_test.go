@@ -261,3 +261,32 @@ func BenchmarkHandleOrdinaryExit(b *testing.B) {
 		f.agent.Handle(ev)
 	}
 }
+
+// A backend told to quit whose kernel signal record was since overwritten by
+// a signal it handled (a timer's SIGALRM) is still a consequence of the
+// crash handling, not a second crash, and psql stays the trigger.
+func TestBackendToldToQuitIsAConsequenceEvenIfItsSignalRecordMoved(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(psqlExit())
+	quit := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(101, 2, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
+	quit.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
+	f.agent.Handle(quit)
+	exit := &event.Event{Kind: event.KindExit, Time: 50e7 + 40e6, Status: event.ExitStatus(2 << 8), Flags: event.HasBirth | event.HasSignal}
+	exit.Task, exit.Parent = task(101, 2, 21, "postgres"), postmaster
+	exit.Birth.Flags = event.BirthForked
+	exit.Birth.Ancestry[0].PID = 100
+	exit.Signal = event.Signal{Signo: uint32(unix.SIGALRM), Flags: event.SignalFromKernel, Generated: 50e7 + 30e6}
+	f.agent.Handle(exit)
+	if rs := f.sink.byVerdict("server-crash"); len(rs) != 0 {
+		t.Errorf("a backend told to quit was reported as a crash: %+v", rs)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for len(f.sink.byVerdict("crash-restart-confirmed")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	rs := f.sink.byVerdict("crash-restart-confirmed")
+	if len(rs) != 1 || rs[0].Trigger == nil || rs[0].Trigger.Comm != "psql" {
+		t.Fatalf("confirmed = %+v, want one naming psql", rs)
+	}
+}

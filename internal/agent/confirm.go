@@ -44,6 +44,9 @@ type fanOut struct {
 	targets   map[uint32]bool
 	first     uint64
 	timer     *time.Timer
+	// told: children the postmaster sent SIGQUIT/SIGABRT, by pid -> boot ns,
+	// kept past the count so their deaths are known for consequences.
+	told map[uint32]uint64
 }
 
 func newConfirmer(a *Agent) *confirmer {
@@ -71,8 +74,26 @@ func (c *confirmer) expect(pm *lineage.Postmaster, ev *event.Event, v verdict.Ve
 		signal = event.SignalName(ev.Status.Signal())
 	}
 	f := c.get(pm)
+	if f.trigger != nil && ev.Time-f.triggerAt < uint64(fanOutWindow) {
+		return // the first death is the one PostgreSQL reacts to
+	}
 	f.trigger = &report.Trigger{PID: ev.Task.PID, NSPid: ev.Task.NSPid, Comm: ev.Task.Comm.String(), Verdict: string(v), Signal: signal}
 	f.triggerAt = ev.Time
+}
+
+// told reports whether pm told the process pid to quit (crash handling or
+// immediate shutdown) in the last minute: its death is a consequence. This
+// holds even when a later signal it handled replaced the SIGQUIT in the
+// kernel's per-process record.
+func (c *confirmer) told(pm *lineage.Postmaster, pid uint32, now uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.state[pm.Key]
+	if f == nil {
+		return false
+	}
+	at, ok := f.told[pid]
+	return ok && now-at < uint64(time.Minute)
 }
 
 // observe takes a signal event (sent by or to a postmaster).
@@ -93,6 +114,15 @@ func (c *confirmer) observe(ev *event.Event) {
 		return
 	}
 	f := c.get(pm)
+	if f.told == nil {
+		f.told = make(map[uint32]uint64)
+	}
+	for pid, at := range f.told {
+		if ev.Time-at > uint64(time.Minute) {
+			delete(f.told, pid)
+		}
+	}
+	f.told[ev.Task.PID] = ev.Time
 	if f.signaled != 0 && ev.Time-f.signaled < uint64(shutdownWindow) {
 		return // an immediate shutdown, not a crash
 	}
@@ -111,7 +141,8 @@ func (c *confirmer) finish(key event.ProcessKey) {
 		c.mu.Unlock()
 		return
 	}
-	delete(c.state, key)
+	// Start over for the next crash, keeping who was told to quit.
+	c.state[key] = &fanOut{pm: f.pm, signaled: f.signaled, told: f.told}
 	trigger := f.trigger
 	if trigger != nil && (f.first < f.triggerAt || f.first-f.triggerAt > uint64(fanOutWindow)) {
 		trigger = nil // that death was not what PostgreSQL reacted to

@@ -1,6 +1,11 @@
 // Package container turns a process's cgroup into the container and pod it
-// belongs to. Runtimes name cgroups after container ids; the formats differ
-// by runtime, cgroup driver (cgroupfs or systemd) and cgroup version.
+// belongs to, and (optionally) into names a person recognises: the Docker
+// container name, or the Kubernetes namespace, pod and container.
+//
+// Runtimes name cgroups after container ids; the formats differ by runtime,
+// cgroup driver (cgroupfs or systemd) and cgroup version, but within one
+// path element they are distinctive enough to be read without knowing which
+// runtime or driver made them.
 package container
 
 import (
@@ -13,9 +18,10 @@ import (
 type Ref struct {
 	Runtime string // docker, containerd, cri-o, podman, or kubernetes when only kubepods says so
 	ID      string // 64 hex digits
-	PodUID  string // Kubernetes pod UID, dashed
+	PodUID  string // Kubernetes pod UID, dashed (or 32 hex digits for a static pod)
 }
 
+// IsZero reports whether r names no container and no pod.
 func (r Ref) IsZero() bool { return r.ID == "" && r.PodUID == "" }
 
 // Short is the 12-character form docker ps shows.
@@ -26,88 +32,110 @@ func (r Ref) Short() string {
 	return r.ID
 }
 
+// Runtime names as Ref.Runtime reports them.
+const (
+	RuntimeDocker     = "docker"
+	RuntimeContainerd = "containerd"
+	RuntimeCRIO       = "cri-o"
+	RuntimePodman     = "podman"
+	// RuntimeKubernetes: the path says Kubernetes (a kubepods pod cgroup)
+	// but not which runtime, as with the cgroupfs driver's bare ids.
+	RuntimeKubernetes = "kubernetes"
+)
+
 var (
-	// A path element naming a container: <runtime prefix><id>[.scope], as
-	// systemd-driven runtimes create them, or a bare id under a runtime's
-	// directory (cgroupfs driver).
-	scopeElement = regexp.MustCompile(`^(docker|cri-containerd|crio|libpod)-([0-9a-f]{64})\.scope$`)
-	// containerd with the systemd driver on a cgroupfs mount:
-	// kubepods-besteffort-pod<uid>.slice:cri-containerd:<id>
-	colonElement = regexp.MustCompile(`:(cri-containerd|crio|docker):([0-9a-f]{64})$`)
+	// <prefix>-<id>.scope is what runc's systemd driver creates for the
+	// cgroupsPath "slice:<prefix>:<id>" a runtime asks for. CRI-O's and
+	// Podman's cgroupfs managers use the same <prefix>-<id> without .scope.
+	// The monitors (crio-conmon-<id>, libpod-conmon-<id>) do not match: the
+	// id must follow the prefix directly.
+	scopeElement = regexp.MustCompile(`^(docker|cri-containerd|nerdctl|crio|libpod)-([0-9a-f]{64})(\.scope)?$`)
+	// A systemd cgroupsPath taken literally by a cgroupfs driver (containerd
+	// with SystemdCgroup=false under a kubelet using the systemd driver):
+	// kubepods-besteffort-pod<uid>.slice:cri-containerd:<id>, one element.
+	colonElement = regexp.MustCompile(`^([^:]*):(docker|cri-containerd|crio|libpod):([0-9a-f]{0,64})$`)
 	bareID       = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	// A pod's cgroup: pod<uid> (cgroupfs driver) or
-	// kubepods[-<qos>]-pod<uid>.slice (systemd driver, dashes in the UID
-	// written as underscores). Static pods have 32-hex-digit UIDs.
-	podUID = regexp.MustCompile(`^(?:kubepods-(?:[a-z]+-)?)?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32})(?:\.slice)?$`)
+	// A pod's cgroup: pod<uid> (cgroupfs driver), or
+	// [<root>-]kubepods[-<qos>]-pod<uid>.slice (systemd driver, with the
+	// UID's dashes written as underscores; kind's kubelet uses the root
+	// kubelet-kubepods). Static pods have 32-hex-digit UIDs.
+	podElement = regexp.MustCompile(`^(?:[a-z0-9_-]*kubepods(?:-[a-z]+)?-)?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32})(?:\.slice)?$`)
 )
 
 var runtimeByPrefix = map[string]string{
-	"docker":         "docker",
-	"cri-containerd": "containerd",
-	"crio":           "cri-o",
-	"libpod":         "podman",
+	"docker":         RuntimeDocker,
+	"cri-containerd": RuntimeContainerd,
+	"nerdctl":        RuntimeContainerd,
+	"crio":           RuntimeCRIO,
+	"libpod":         RuntimePodman,
 }
 
-// FromPath parses a cgroup path such as /proc/<pid>/cgroup shows it. The
-// innermost element naming a container wins (a container may nest cgroups
-// of its own below, e.g. init.scope).
+// FromPath parses a cgroup path such as /proc/<pid>/cgroup shows it, for
+// the v2 hierarchy or a v1 controller. The innermost element naming a
+// container or pod wins: a container may nest cgroups of its own below
+// (systemd's init.scope, Podman's container), and a node may itself be a
+// container (kind, Docker in Docker). Paths relative to a cgroup namespace
+// (/../../kubepods...) parse the same. Anything unrecognised gives the
+// zero Ref.
 func FromPath(path string) Ref {
 	var ref Ref
-	elements := strings.Split(path, "/")
-	kubepods := false
-	for i, el := range elements {
-		if strings.HasPrefix(el, "kubepods") {
-			kubepods = true
-		}
-		if m := podUID.FindStringSubmatch(el); m != nil {
-			kubepods = true
-			ref.PodUID = strings.ReplaceAll(m[1], "_", "-")
-		}
-		if m := scopeElement.FindStringSubmatch(el); m != nil {
-			ref.Runtime, ref.ID = runtimeByPrefix[m[1]], m[2]
+	prev := ""
+	for el := range strings.SplitSeq(path, "/") {
+		if el == "" || el == "." || el == ".." {
 			continue
 		}
-		if m := colonElement.FindStringSubmatch(el); m != nil {
-			ref.Runtime, ref.ID = runtimeByPrefix[m[1]], m[2]
-			if p := podUID.FindStringSubmatch(strings.SplitN(el, ":", 2)[0]); p != nil {
-				ref.PodUID = strings.ReplaceAll(p[1], "_", "-")
+		switch {
+		case podElement.MatchString(el):
+			ref = Ref{Runtime: RuntimeKubernetes, PodUID: podUID(el)}
+		case scopeElement.MatchString(el):
+			m := scopeElement.FindStringSubmatch(el)
+			if m[3] == "" && m[1] != "crio" && m[1] != "libpod" {
+				break // only the cgroupfs managers of CRI-O and Podman omit .scope
 			}
-			continue
-		}
-		if bareID.MatchString(el) && i > 0 {
-			switch parent := elements[i-1]; {
-			case parent == "docker":
-				ref.Runtime, ref.ID = "docker", el
-			case parent == "libpod_parent" || strings.HasPrefix(parent, "libpod-"):
-				ref.Runtime, ref.ID = "podman", el
-			case kubepods:
-				// cgroupfs driver: the runtime is not in the path.
-				ref.Runtime, ref.ID = "kubernetes", el
+			ref = Ref{Runtime: runtimeByPrefix[m[1]], ID: m[2], PodUID: ref.PodUID}
+		case colonElement.MatchString(el):
+			ref = fromColonElement(el, ref)
+		case bareID.MatchString(el):
+			switch {
+			case prev == "docker": // Docker's cgroupfs driver: /docker/<id>
+				ref = Ref{Runtime: RuntimeDocker, ID: el, PodUID: ref.PodUID}
+			case podElement.MatchString(prev): // kubelet's cgroupfs driver: the runtime is not in the path
+				ref = Ref{Runtime: RuntimeKubernetes, ID: el, PodUID: ref.PodUID}
 			}
 		}
-	}
-	if ref.ID == "" && ref.PodUID != "" {
-		ref.Runtime = "kubernetes"
+		prev = el
 	}
 	return ref
 }
 
-// FromNames parses the two innermost names the kernel reports for an event:
-// the cgroup directory's name and its parent's, enough for every format
-// above (a container's parent is its pod, or the runtime's directory).
+// fromColonElement reads slice:prefix:id. The kernel truncates long names
+// (bpf/events.h keeps 159 bytes of them, enough for this form with a
+// 64-digit id), which could cut the id short: the pod is still worth knowing
+// then.
+func fromColonElement(el string, outer Ref) Ref {
+	m := colonElement.FindStringSubmatch(el)
+	ref := Ref{Runtime: RuntimeKubernetes, PodUID: outer.PodUID}
+	if podElement.MatchString(m[1]) {
+		ref.PodUID = podUID(m[1])
+	}
+	if len(m[3]) == 64 {
+		ref.Runtime, ref.ID = runtimeByPrefix[m[2]], m[3]
+	}
+	if ref.IsZero() {
+		return outer
+	}
+	return ref
+}
+
+func podUID(el string) string {
+	return strings.ReplaceAll(podElement.FindStringSubmatch(el)[1], "_", "-")
+}
+
+// FromNames parses the two innermost names the kernel reports for an event
+// (bpf/task.h read_cgroup): the cgroup directory's name and its parent's.
+// That is enough for every format above: a container's parent is its pod,
+// or the runtime's directory, and below a container one level of nesting
+// (init.scope) is recognised.
 func FromNames(name, parent string) Ref {
 	return FromPath(parent + "/" + name)
-}
-
-// Names are the human names of a container, where a runtime or the
-// Kubernetes API can tell them.
-type Names struct {
-	Namespace string // Kubernetes namespace
-	Pod       string
-	Container string
-}
-
-// Namer looks names up; implementations must be safe for concurrent use.
-type Namer interface {
-	Names(Ref) Names
 }

@@ -179,8 +179,8 @@ type Signal struct {
 // Cgroup is the cgroup the process ran in (see bpf/task.h read_cgroup).
 type Cgroup struct {
 	ID     uint64
-	Name   [96]byte // kernfs name of the cgroup directory
-	Parent [80]byte // kernfs name of its parent
+	Name   [160]byte // kernfs name of the cgroup directory
+	Parent [96]byte  // kernfs name of its parent
 }
 
 // Names returns the cgroup's name and its parent's (allocates).

@@ -11,9 +11,10 @@ type Counters struct {
 	ChildrenTruncated uint64 // dying parents with more children than --max-children
 }
 
-// Counters reads the per-CPU counters map.
+// Counters reads the per-CPU counters map. Safe for concurrent use.
 func (p *Probe) Counters() (Counters, error) {
 	var c Counters
+	var perCPU []uint64
 	for key, dst := range map[lifecycleCounter]*uint64{
 		lifecycleCounterCOUNTER_RINGBUF_FULL:       &c.Lost,
 		lifecycleCounterCOUNTER_FORKS:              &c.Forks,
@@ -21,10 +22,10 @@ func (p *Probe) Counters() (Counters, error) {
 		lifecycleCounterCOUNTER_BIRTHS_EVICTED:     &c.BirthsEvicted,
 		lifecycleCounterCOUNTER_CHILDREN_TRUNCATED: &c.ChildrenTruncated,
 	} {
-		if err := p.lifecycle.Counters.Lookup(uint32(key), &p.counters); err != nil {
+		if err := p.lifecycle.Counters.Lookup(uint32(key), &perCPU); err != nil {
 			return c, fmt.Errorf("reading counter %d: %w", key, err)
 		}
-		for _, n := range p.counters {
+		for _, n := range perCPU {
 			*dst += n
 		}
 	}

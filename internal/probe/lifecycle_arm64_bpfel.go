@@ -87,8 +87,8 @@ type lifecycleEvent struct {
 	Cgroup struct {
 		_      structs.HostLayout
 		Id     uint64
-		Name   [96]int8
-		Parent [80]int8
+		Name   [160]int8
+		Parent [96]int8
 	}
 	Signal lifecycleSignalInfo
 	Oom    struct {

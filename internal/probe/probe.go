@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -70,8 +71,7 @@ type Probe struct {
 	reader    *ringbuf.Reader
 	clock     Clock
 	pageSize  uint64
-	counters  []uint64 // scratch for per-CPU counter reads
-	malformed uint64   // records that could not be decoded
+	malformed atomic.Uint64 // records that could not be decoded
 }
 
 // Load checks the kernel, loads the programs and attaches them. On error
@@ -272,15 +272,14 @@ func (p *Probe) Read(ctx context.Context, handle func(*event.Event)) error {
 // be decoded is counted and skipped.
 func (p *Probe) consume(raw []byte, ev *event.Event, handle func(*event.Event)) {
 	if err := Decode(raw, p.pageSize, ev); err != nil {
-		p.malformed++
+		p.malformed.Add(1)
 		return
 	}
 	handle(ev)
 }
 
 // Malformed counts records Read skipped because they could not be decoded.
-// Only meaningful from the goroutine running Read, or after it returned.
-func (p *Probe) Malformed() uint64 { return p.malformed }
+func (p *Probe) Malformed() uint64 { return p.malformed.Load() }
 
 // Watch tells the kernel that a process is a postmaster: the exits of its
 // children are then reported, and signals it sends.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -38,6 +39,22 @@ func ProgramsNamed(t testing.TB, prefix string) int {
 			n++
 		}
 	}
+}
+
+// SettledProgramsNamed is ProgramsNamed once the count has stopped
+// changing: the kernel frees an exited agent's programs asynchronously.
+func SettledProgramsNamed(t testing.TB, prefix string) int {
+	t.Helper()
+	n := ProgramsNamed(t, prefix)
+	for range 50 {
+		time.Sleep(100 * time.Millisecond)
+		next := ProgramsNamed(t, prefix)
+		if next == n {
+			return n
+		}
+		n = next
+	}
+	return n
 }
 
 var (

@@ -52,6 +52,10 @@ type ClusterOptions struct {
 	Settings []string
 	// Env is extra environment for the postmaster.
 	Env []string
+	// OOMScoreAdj, when set, is the oom_score_adj the namespace starts
+	// with: init and postmaster inherit it, as from a container runtime.
+	// Negative values need CAP_SYS_RESOURCE.
+	OOMScoreAdj *int
 }
 
 // Cluster is a PostgreSQL server in its own PID and mount namespace,
@@ -69,6 +73,7 @@ type Cluster struct {
 	// PostmasterPID is the host pid of the postmaster.
 	PostmasterPID int
 	done          chan struct{}
+	cgroup        string // removed once the namespace is empty
 }
 
 // The template cluster: initdb runs once per test process.
@@ -130,7 +135,10 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 			}
 		}
 		script = fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare "$@"`, opts.Cgroup)
-		t.Cleanup(func() { removeCgroup(opts.Cgroup) })
+		c.cgroup = opts.Cgroup
+	}
+	if opts.OOMScoreAdj != nil {
+		script = fmt.Sprintf(`echo %d > /proc/self/oom_score_adj && %s`, *opts.OOMScoreAdj, script)
 	}
 	log, err := os.Create(c.LogFile)
 	if err != nil {
@@ -268,28 +276,37 @@ func (c *Cluster) Ready(timeout time.Duration) error {
 	}
 }
 
+// stop kills the namespace and waits until it is empty: unshare exits only
+// after its child, the namespace's init, which the kernel lets die only once
+// every other process in the namespace is reaped (zap_pid_ns_processes).
 func (c *Cluster) stop() {
-	if c.cmd == nil || c.cmd.Process == nil {
-		return
+	if c.cmd != nil && c.cmd.Process != nil {
+		if c.InitPID != 0 {
+			syscall.Kill(c.InitPID, syscall.SIGKILL)
+		}
+		syscall.Kill(-c.UnsharePID, syscall.SIGKILL)
+		select {
+		case <-c.done:
+		case <-time.After(30 * time.Second):
+			c.t.Errorf("postgres namespace %d did not exit within 30s", c.UnsharePID)
+		}
 	}
-	// SIGKILL the namespace's init: the kernel kills everything in it.
-	if c.InitPID != 0 {
-		syscall.Kill(c.InitPID, syscall.SIGKILL)
-	}
-	syscall.Kill(-c.UnsharePID, syscall.SIGKILL)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		c.t.Logf("postgres namespace %d did not exit", c.UnsharePID)
+	if c.cgroup != "" {
+		if err := removeCgroup(c.cgroup); err != nil {
+			c.t.Errorf("cgroup %s left behind: %v", c.cgroup, err)
+		}
 	}
 }
 
-// removeCgroup removes a cgroup directory once its processes are gone.
-func removeCgroup(dir string) {
-	for range 50 {
-		if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
-			return
+// removeCgroup removes a cgroup directory; the last exits may still be
+// leaving it for a moment.
+func removeCgroup(dir string) error {
+	var err error
+	for range 100 {
+		if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return err
 }

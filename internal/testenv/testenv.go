@@ -54,6 +54,25 @@ func ModuleRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// Main runs a test package and removes what testenv built for it.
+func Main(m *testing.M) {
+	code := m.Run()
+	for _, dir := range builtDirs() {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
+func builtDirs() []string {
+	var dirs []string
+	for _, path := range []string{binary, stormPath} {
+		if path != "" {
+			dirs = append(dirs, filepath.Dir(path))
+		}
+	}
+	return dirs
+}
+
 var (
 	buildOnce sync.Once
 	binary    string

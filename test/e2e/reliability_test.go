@@ -41,7 +41,7 @@ func runOrphanwatch(t *testing.T, prefix []string, args ...string) (int, string)
 func TestFailuresAreClearAndLeaveNothingAttached(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireCommands(t, "setpriv")
-	before := testenv.ProgramsNamed(t, "handle_")
+	before := testenv.SettledProgramsNamed(t, "handle_")
 	asNobody := []string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"}
 	tests := []struct {
 		name     string
@@ -69,7 +69,7 @@ func TestFailuresAreClearAndLeaveNothingAttached(t *testing.T) {
 			if tt.status != 2 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Errorf("more than one line:\n%s", stderr)
 			}
-			if after := testenv.ProgramsNamed(t, "handle_"); after != before {
+			if after := testenv.SettledProgramsNamed(t, "handle_"); after != before {
 				t.Errorf("%d orphanwatch BPF programs loaded after the failure, %d before", after, before)
 			}
 		})
@@ -78,7 +78,7 @@ func TestFailuresAreClearAndLeaveNothingAttached(t *testing.T) {
 
 func TestSIGTERMDetachesWithinTwoSeconds(t *testing.T) {
 	testenv.RequireRoot(t)
-	before := testenv.ProgramsNamed(t, "handle_")
+	before := testenv.SettledProgramsNamed(t, "handle_")
 	cmd := exec.Command(testenv.Binary(t), "trace", "--json")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -138,7 +138,7 @@ func waitLine(t *testing.T, r interface{ Read([]byte) (int, error) }, substr str
 func TestRestartRelearnsOrphansAndLeavesNothingBehind(t *testing.T) {
 	testenv.RequirePostgres(t)
 	c := testenv.StartCluster(t, testenv.ClusterOptions{})
-	before := testenv.ProgramsNamed(t, "handle_")
+	before := testenv.SettledProgramsNamed(t, "handle_")
 	first := testenv.StartTrace(t)
 	if _, err := c.Exec(`sh -c 'sleep 4; kill -TERM $$' >/dev/null 2>&1 & exit`); err != nil {
 		t.Fatal(err)

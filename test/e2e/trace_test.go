@@ -45,6 +45,14 @@ func TestSeedIncidentIsOneCrashRestart(t *testing.T) {
 	if n := len(tr.Records(forPostmaster(c.PostmasterPID, "crash-restart"))); n != 1 {
 		t.Errorf("%d crash-restart records, want exactly 1", n)
 	}
+	// The backends the postmaster then told to quit are consequences.
+	if crashes := tr.Records(forPostmaster(c.PostmasterPID, "server-crash")); len(crashes) != 0 {
+		t.Errorf("server processes killed by the crash handling reported as crashes: %+v", crashes)
+	}
+	if confirmed := tr.Records(forPostmaster(c.PostmasterPID, "crash-restart-confirmed")); len(confirmed) != 1 ||
+		confirmed[0].Trigger == nil || confirmed[0].Trigger.Comm != "psql" || confirmed[0].Terminated < 2 {
+		t.Errorf("crash-restart-confirmed = %+v, want one naming psql and the server processes told to quit", confirmed)
+	}
 	if r.Comm != "psql" || r.Signal != "SIGPIPE" || r.ExitCode != nil {
 		t.Errorf("culprit = %s %s (exit code %v), want psql killed by SIGPIPE", r.Comm, r.Signal, r.ExitCode)
 	}

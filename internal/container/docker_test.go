@@ -1,0 +1,152 @@
+package container
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// writeDockerConfig writes root/<id>/config.v2.json as Docker Engine does
+// (only the fields the namer reads, plus some it ignores).
+func writeDockerConfig(t *testing.T, root, id, body string) {
+	t.Helper()
+	dir := filepath.Join(root, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.v2.json"), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDockerNamer(t *testing.T) {
+	root := t.TempDir()
+	writeDockerConfig(t, root, id, `{"ID":"`+id+`","Name":"/pg-primary","State":{"Running":true},"Config":{"Image":"postgres:15","Labels":{"com.docker.compose.service":"db"}}}`)
+	writeDockerConfig(t, root, id2, `{"ID":"`+id2+`","Name":"/k8s_postgres_pg-0_db_`+uid+`_0","Config":{"Labels":{
+		"io.kubernetes.pod.namespace":"db","io.kubernetes.pod.name":"pg-0","io.kubernetes.container.name":"postgres"}}}`)
+	brokenID := id[:60] + "beef"
+	writeDockerConfig(t, root, brokenID, `{"Name":`)
+	d := NewDockerNamer(root)
+
+	for _, tc := range []struct {
+		why  string
+		ref  Ref
+		want Names
+	}{
+		{"a docker run container: its name without the slash", Ref{Runtime: RuntimeDocker, ID: id}, Names{Container: "pg-primary"}},
+		{"the runtime is not needed: records carry only the id", Ref{ID: id}, Names{Container: "pg-primary"}},
+		{"a container Kubernetes started through cri-dockerd: its pod labels", Ref{ID: id2, PodUID: uid}, Names{Namespace: "db", Pod: "pg-0", Container: "postgres"}},
+		{"no such container", Ref{ID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, Names{}},
+		{"an unparsable config", Ref{ID: brokenID}, Names{}},
+		{"no id", Ref{PodUID: uid}, Names{}},
+		{"an id that is not one cannot walk the file system", Ref{ID: "../" + id}, Names{}},
+	} {
+		if got := d.Names(tc.ref); got != tc.want {
+			t.Errorf("%s: Names(%+v) = %+v, want %+v", tc.why, tc.ref, got, tc.want)
+		}
+	}
+}
+
+func TestDockerNamerMissingRootIsIDsOnly(t *testing.T) {
+	d := NewDockerNamer(filepath.Join(t.TempDir(), "no-docker-here"))
+	if got := d.Names(Ref{Runtime: RuntimeDocker, ID: id}); !got.IsZero() {
+		t.Errorf("Names without a Docker directory = %+v, want none", got)
+	}
+	var nilNamer *DockerNamer
+	if got := nilNamer.Names(Ref{ID: id}); !got.IsZero() {
+		t.Errorf("nil DockerNamer gave %+v", got)
+	}
+}
+
+// A name is read once, then served from the cache until it is a minute
+// old: a rename (or a config written after the first event) shows then.
+func TestDockerNamerCachesForAMinute(t *testing.T) {
+	root := t.TempDir()
+	writeDockerConfig(t, root, id, `{"Name":"/before"}`)
+	d := NewDockerNamer(root)
+	now := time.Unix(1700000000, 0)
+	d.now = func() time.Time { return now }
+
+	if got := d.Names(Ref{ID: id}).Container; got != "before" {
+		t.Fatalf("first lookup = %q, want before", got)
+	}
+	writeDockerConfig(t, root, id, `{"Name":"/after"}`)
+	now = now.Add(30 * time.Second)
+	if got := d.Names(Ref{ID: id}).Container; got != "before" {
+		t.Errorf("lookup after 30s = %q, want the cached before", got)
+	}
+	now = now.Add(31 * time.Second)
+	if got := d.Names(Ref{ID: id}).Container; got != "after" {
+		t.Errorf("lookup after 61s = %q, want the renamed after", got)
+	}
+}
+
+func TestDockerNamerCacheIsBounded(t *testing.T) {
+	d := NewDockerNamer(t.TempDir())
+	for i := range dockerMaxEntries + 10 {
+		ref := Ref{ID: id[:56] + hex8(i)}
+		d.Names(ref)
+	}
+	if n := len(d.cache); n > dockerMaxEntries {
+		t.Errorf("cache holds %d entries, bound is %d", n, dockerMaxEntries)
+	}
+}
+
+func hex8(i int) string {
+	const digits = "0123456789abcdef"
+	b := make([]byte, 8)
+	for j := 7; j >= 0; j-- {
+		b[j] = digits[i&15]
+		i >>= 4
+	}
+	return string(b)
+}
+
+func TestDockerNamerConcurrent(t *testing.T) {
+	root := t.TempDir()
+	writeDockerConfig(t, root, id, `{"Name":"/pg"}`)
+	d := NewDockerNamer(root)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				if got := d.Names(Ref{ID: id}).Container; got != "pg" {
+					t.Errorf("concurrent lookup = %q", got)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestChain(t *testing.T) {
+	k8s := namerFunc(func(r Ref) Names {
+		if r.PodUID == uid {
+			return Names{Namespace: "db", Pod: "pg-0"} // knows the pod, not yet the new container
+		}
+		return Names{}
+	})
+	docker := namerFunc(func(r Ref) Names {
+		if r.ID == id {
+			return Names{Namespace: "stale", Container: "postgres"}
+		}
+		return Names{}
+	})
+	c := Chain(nil, k8s, docker)
+	if got, want := c.Names(Ref{ID: id, PodUID: uid}), (Names{Namespace: "db", Pod: "pg-0", Container: "postgres"}); got != want {
+		t.Errorf("chain = %+v, want %+v (first namer wins each field)", got, want)
+	}
+	if got := c.Names(Ref{ID: id2}); !got.IsZero() {
+		t.Errorf("chain for an unknown container = %+v", got)
+	}
+	if got := Chain().Names(Ref{ID: id}); !got.IsZero() {
+		t.Errorf("empty chain = %+v", got)
+	}
+}
+
+type namerFunc func(Ref) Names
+
+func (f namerFunc) Names(r Ref) Names { return f(r) }

@@ -1,0 +1,307 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// KubernetesSyncTimeout bounds how long NewKubernetesNamer waits for the
+// first list of this node's pods.
+const KubernetesSyncTimeout = 15 * time.Second
+
+// mirrorPodAnnotation carries a static pod's kubelet UID on its mirror pod:
+// the kubelet names the pod's cgroup after that UID, not the API object's.
+const mirrorPodAnnotation = "kubernetes.io/config.mirror"
+
+// KubernetesNamer maps container ids and pod UIDs of the pods on one node
+// to namespace, pod and container names, kept current by a pod informer
+// limited to that node. Lookups are map reads under a read lock: they never
+// wait for the API server. For a container started after the pod update
+// that lists it has arrived, it knows less: the pod UID in the container's
+// cgroup still gives namespace and pod.
+type KubernetesNamer struct {
+	node   string
+	log    *slog.Logger
+	cancel context.CancelFunc
+	synced cache.InformerSynced
+
+	mu         sync.RWMutex
+	containers map[string]Names    // container id -> names
+	pods       map[string]Names    // pod UID (and static pod's kubelet UID) -> namespace and pod
+	keys       map[string]podIndex // pod UID -> what it added to the maps above
+
+	lastErr error // the latest list/watch failure; under mu
+}
+
+type podIndex struct {
+	containerIDs []string
+	podUIDs      []string
+}
+
+// NewKubernetesNamer watches the pods scheduled on nodeName and names their
+// containers. kubeconfig is a kubeconfig file's path; "" means the
+// in-cluster config (the pod's service account), as in a DaemonSet. It
+// needs get, list and watch on pods (deploy/kubernetes/rbac.yaml).
+//
+// It waits for the first list of the node's pods, at most
+// KubernetesSyncTimeout or until ctx ends, and returns an error when there
+// is no usable API: not in a cluster and no kubeconfig, an unreadable
+// kubeconfig, an unreachable API server, or missing RBAC permissions. The
+// caller can log the error and carry on with container ids only. Once
+// started, the informer survives API outages on its own (failures are
+// logged at warn level) until ctx ends or Close is called.
+func NewKubernetesNamer(ctx context.Context, kubeconfig, nodeName string, log *slog.Logger) (*KubernetesNamer, error) {
+	if nodeName == "" {
+		return nil, errors.New("no node name: pass --node-name or set NODE_NAME (in a DaemonSet, from the downward API's spec.nodeName)")
+	}
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.UserAgent = "orphanwatch"
+	// Protobuf is cheaper than JSON to decode, for the agent's memory budget.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return startKubernetesNamer(ctx, client, nodeName, log, KubernetesSyncTimeout)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster kubernetes config (pass --kubeconfig outside a pod): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}
+
+// startKubernetesNamer runs the informer on client (tests pass a fake).
+func startKubernetesNamer(ctx context.Context, client kubernetes.Interface, nodeName string, log *slog.Logger, syncTimeout time.Duration) (*KubernetesNamer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	k := &KubernetesNamer{
+		node:       nodeName,
+		log:        log,
+		containers: make(map[string]Names),
+		pods:       make(map[string]Names),
+		keys:       make(map[string]podIndex),
+	}
+	// Only this node's pods: the API server filters, so a node's agent
+	// costs the same in a cluster of 10 nodes or 5000.
+	onNode := fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
+	informer := coreinformers.NewFilteredPodInformer(client, metav1.NamespaceAll, 0, cache.Indexers{}, func(o *metav1.ListOptions) {
+		o.FieldSelector = onNode
+	})
+	if err := informer.SetTransform(trimPod); err != nil {
+		return nil, fmt.Errorf("pod informer: %w", err)
+	}
+	if err := informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		k.mu.Lock()
+		k.lastErr = err
+		k.mu.Unlock()
+		k.log.Warn("listing or watching this node's pods; names may be stale", "node", nodeName, "err", err)
+	}); err != nil {
+		return nil, fmt.Errorf("pod informer: %w", err)
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { k.update(obj) },
+		UpdateFunc: func(_, obj any) { k.update(obj) },
+		DeleteFunc: k.delete,
+	}); err != nil {
+		return nil, fmt.Errorf("pod informer: %w", err)
+	}
+	k.synced = informer.HasSynced
+
+	runCtx, cancel := context.WithCancel(ctx)
+	k.cancel = cancel
+	go informer.RunWithContext(runCtx)
+
+	syncCtx, stop := context.WithTimeout(runCtx, syncTimeout)
+	defer stop()
+	if !cache.WaitForCacheSync(syncCtx.Done(), informer.HasSynced) {
+		cancel()
+		k.mu.RLock()
+		last := k.lastErr
+		k.mu.RUnlock()
+		if last == nil {
+			last = syncCtx.Err()
+		}
+		return nil, fmt.Errorf("listing the pods on node %s: %w", nodeName, last)
+	}
+	return k, nil
+}
+
+// Synced reports whether the first list of the node's pods has arrived.
+func (k *KubernetesNamer) Synced() bool { return k != nil && k.synced() }
+
+// Close stops the informer. Names keeps answering from what it knew.
+func (k *KubernetesNamer) Close() {
+	if k != nil {
+		k.cancel()
+	}
+}
+
+// Names implements Namer: by container id, else by pod UID (namespace and
+// pod only).
+func (k *KubernetesNamer) Names(ref Ref) Names {
+	if k == nil || ref.IsZero() {
+		return Names{}
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if n, ok := k.containers[ref.ID]; ok && ref.ID != "" {
+		return n
+	}
+	if n, ok := k.pods[ref.PodUID]; ok && ref.PodUID != "" {
+		return n
+	}
+	return Names{}
+}
+
+// update replaces everything a pod contributed to the maps, so a restarted
+// container's new id replaces the old one, and ids no longer listed go.
+func (k *KubernetesNamer) update(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	if pod.Spec.NodeName != k.node { // the API server filters; this guards the fake and any slip
+		k.remove(string(pod.UID))
+		return
+	}
+	podNames := Names{Namespace: pod.Namespace, Pod: pod.Name}
+	idx := podIndex{podUIDs: []string{string(pod.UID)}}
+	if hash := pod.Annotations[mirrorPodAnnotation]; hash != "" && hash != string(pod.UID) {
+		idx.podUIDs = append(idx.podUIDs, hash)
+	}
+	containers := map[string]Names{}
+	for _, statuses := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
+		for _, s := range statuses {
+			n := Names{Namespace: pod.Namespace, Pod: pod.Name, Container: s.Name}
+			// The previous instance's id too: its last processes may
+			// still be reported after the status moved on.
+			if t := s.LastTerminationState.Terminated; t != nil {
+				if id := ContainerIDFromStatus(t.ContainerID); id != "" {
+					containers[id] = n
+				}
+			}
+			if id := ContainerIDFromStatus(s.ContainerID); id != "" {
+				containers[id] = n
+			}
+		}
+	}
+	for id := range containers {
+		idx.containerIDs = append(idx.containerIDs, id)
+	}
+
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.removeLocked(string(pod.UID))
+	for _, uid := range idx.podUIDs {
+		k.pods[uid] = podNames
+	}
+	for id, n := range containers {
+		k.containers[id] = n
+	}
+	k.keys[string(pod.UID)] = idx
+}
+
+func (k *KubernetesNamer) delete(obj any) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	if pod, ok := obj.(*corev1.Pod); ok {
+		k.remove(string(pod.UID))
+	}
+}
+
+func (k *KubernetesNamer) remove(uid string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.removeLocked(uid)
+}
+
+func (k *KubernetesNamer) removeLocked(uid string) {
+	idx, ok := k.keys[uid]
+	if !ok {
+		return
+	}
+	for _, id := range idx.containerIDs {
+		delete(k.containers, id)
+	}
+	for _, u := range idx.podUIDs {
+		delete(k.pods, u)
+	}
+	delete(k.keys, uid)
+}
+
+// ContainerIDFromStatus returns the id in a container status's
+// containerID, "<runtime>://<id>" (containerd://, cri-o://, docker://),
+// or "" when it is not one.
+func ContainerIDFromStatus(s string) string {
+	_, id, ok := strings.Cut(s, "://")
+	if !ok || !bareID.MatchString(id) {
+		return ""
+	}
+	return id
+}
+
+// trimPod keeps only what the namer reads, so the informer's cache holds
+// a few hundred bytes per pod rather than the whole spec and status.
+func trimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone: left as it is
+	}
+	trimmed := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            pod.Name,
+			Namespace:       pod.Namespace,
+			UID:             pod.UID,
+			ResourceVersion: pod.ResourceVersion,
+		},
+		Spec: corev1.PodSpec{NodeName: pod.Spec.NodeName},
+	}
+	if hash := pod.Annotations[mirrorPodAnnotation]; hash != "" {
+		trimmed.Annotations = map[string]string{mirrorPodAnnotation: hash}
+	}
+	trimStatuses := func(in []corev1.ContainerStatus) []corev1.ContainerStatus {
+		out := make([]corev1.ContainerStatus, 0, len(in))
+		for _, s := range in {
+			t := corev1.ContainerStatus{Name: s.Name, ContainerID: s.ContainerID}
+			if last := s.LastTerminationState.Terminated; last != nil {
+				t.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ContainerID: last.ContainerID}
+			}
+			out = append(out, t)
+		}
+		return out
+	}
+	trimmed.Status.InitContainerStatuses = trimStatuses(pod.Status.InitContainerStatuses)
+	trimmed.Status.ContainerStatuses = trimStatuses(pod.Status.ContainerStatuses)
+	trimmed.Status.EphemeralContainerStatuses = trimStatuses(pod.Status.EphemeralContainerStatuses)
+	return trimmed, nil
+}

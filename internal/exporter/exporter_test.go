@@ -1,0 +1,274 @@
+package exporter
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/agent"
+	"github.com/orphanwatch/orphanwatch/internal/event"
+	"github.com/orphanwatch/orphanwatch/internal/lineage"
+	"github.com/orphanwatch/orphanwatch/internal/probe"
+	"github.com/orphanwatch/orphanwatch/internal/procfs/procfstest"
+	"github.com/orphanwatch/orphanwatch/internal/report"
+)
+
+const (
+	pgBin = "/usr/lib/postgresql/15/bin/postgres"
+	// dbID is the Docker container the postmaster runs in.
+	dbID     = "4c01db0b339c8b8f5b6d5e4e1a8e7e2f0b4b1c1d2e3f405162738495a6b7c8d9"
+	dbCgroup = "/system.slice/docker-" + dbID + ".scope"
+	dbLabels = `container="",container_id="` + dbID + `",namespace="",pod=""`
+)
+
+// kernelStub stands in for the probe's counters map, which needs root;
+// TestKernelCountersFromARealProbe reads the real one.
+type kernelStub struct{ counters probe.Counters }
+
+func (k kernelStub) Counters() (probe.Counters, error) { return k.counters, nil }
+func (k kernelStub) Malformed() uint64                 { return 2 }
+func (k kernelStub) Attached() []probe.Attachment {
+	return []probe.Attachment{{Program: "handle_exit", Hook: "tp_btf/sched_process_exit"}}
+}
+
+// watchList is the agent's view of the kernel's watched-postmaster map.
+type watchList struct{}
+
+func (watchList) Watch(event.ProcessKey) error { return nil }
+func (watchList) Unwatch(uint32) error         { return nil }
+
+// lockedBuffer is stdout: the agent writes from two goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// fixture is serve's pipeline on a fake /proc: a PostgreSQL 15 postmaster,
+// PID 1 of its namespace in a Docker container, one backend, and a psql it
+// adopted before orphanwatch started.
+type fixture struct {
+	exp    *Exporter
+	reg    *prometheus.Registry
+	agent  *agent.Agent
+	stdout *lockedBuffer
+}
+
+func newFixture(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	proc := procfstest.New(t)
+	proc.Add(procfstest.Proc{PID: 10, PPID: 1, Comm: "containerd-shim", Start: 5, Exe: "/usr/bin/containerd-shim-runc-v2"})
+	proc.Add(procfstest.Proc{PID: 100, PPID: 10, Comm: "postgres", Start: 20, Exe: pgBin, Argv: []string{pgBin, "-D", "/data"},
+		NSpid: []int{100, 1}, Cgroup: dbCgroup, DataDir: "/data", Major: 15})
+	proc.Add(procfstest.Proc{PID: 101, PPID: 100, Comm: "postgres", Start: 21, Exe: pgBin, NSpid: []int{101, 30}, Cgroup: dbCgroup})
+	proc.Add(procfstest.Proc{PID: 300, PPID: 100, Comm: "psql", Start: 40, Exe: "/usr/bin/psql",
+		Argv: []string{"psql", "-c", "select generate_series(1,3000000)"}, NSpid: []int{300, 9}, Cgroup: dbCgroup})
+
+	f := &fixture{exp: New(cfg), stdout: &lockedBuffer{}}
+	f.reg = NewRegistry(f.exp)
+	table := lineage.New(proc.FS(), 1000)
+	f.agent = agent.New(agent.Config{
+		Kernel: watchList{}, Table: table, Proc: proc.FS(),
+		Wall: func(ns uint64) time.Time { return time.Unix(0, int64(ns)) }, Now: func() uint64 { return 30e7 },
+		Sinks: []agent.Sink{f.exp, report.NewJSONWriter(f.stdout)},
+	})
+	pms, err := f.agent.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.exp.Attach(Sources{Kernel: kernelStub{probe.Counters{Lost: 3, Forks: 1000, Exits: 990, BirthsEvicted: 4, ChildrenTruncated: 5}}, Table: table, Agent: f.agent})
+	f.agent.ReportRunning(pms)
+	return f
+}
+
+func task(pid, nspid uint32, startTicks uint64, comm string) event.Task {
+	t := event.Task{PID: pid, NSPid: nspid, Start: startTicks * 1e7}
+	copy(t.Comm[:], comm)
+	return t
+}
+
+var postmaster = task(100, 1, 20, "postgres")
+
+// seedIncident is what the kernel reports when the adopted psql dies of
+// SIGPIPE and the postmaster answers with its SIGQUIT fan-out.
+func (f *fixture) seedIncident(t *testing.T) {
+	ev := &event.Event{Kind: event.KindExit, Time: 50e7, Status: event.ExitStatus(unix.SIGPIPE), Flags: event.HasSignal}
+	ev.Task, ev.Parent = task(300, 9, 40, "psql"), postmaster
+	copy(ev.Cgroup.Name[:], "docker-"+dbID+".scope")
+	copy(ev.Cgroup.Parent[:], "system.slice")
+	ev.Signal = event.Signal{Signo: uint32(unix.SIGPIPE), SenderPID: 300, Flags: event.SignalFromSelf | event.SignalNoInfo}
+	f.agent.Handle(ev)
+	for range 2 { // to the backend's pid, then to its process group
+		q := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(101, 30, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
+		q.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
+		f.agent.Handle(q)
+	}
+	// The confirmer counts the fan-out a second after its first signal.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(f.stdout.String(), `"verdict":"crash-restart-confirmed"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no crash-restart-confirmed record; stdout:\n%s", f.stdout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestGaugesAndZeroSeriesBeforeAnyIncident(t *testing.T) {
+	f := newFixture(t, Config{})
+	want := `
+# HELP orphanwatch_adopted_processes Live processes whose parent is a postmaster that did not start them (orphans it adopted), by the postmaster's container.
+# TYPE orphanwatch_adopted_processes gauge
+orphanwatch_adopted_processes{` + dbLabels + `} 1
+# HELP orphanwatch_postmasters PostgreSQL postmasters running now, by container.
+# TYPE orphanwatch_postmasters gauge
+orphanwatch_postmasters{` + dbLabels + `} 1
+# HELP orphanwatch_postmasters_pid1 Postmasters running now as PID 1 of their PID namespace, by container: each adopts every orphan there, and an orphan's abnormal death crash-restarts PostgreSQL.
+# TYPE orphanwatch_postmasters_pid1 gauge
+orphanwatch_postmasters_pid1{` + dbLabels + `} 1
+# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, sent SIGQUIT to all its server processes. Series start at 0 for every running postmaster.
+# TYPE orphanwatch_postmaster_crash_restarts_total counter
+orphanwatch_postmaster_crash_restarts_total{` + dbLabels + `} 0
+# HELP orphanwatch_events_lost_total Events the kernel dropped because the ring buffer was full: raise --ringbuf-size.
+# TYPE orphanwatch_events_lost_total counter
+orphanwatch_events_lost_total 3
+# HELP orphanwatch_events_malformed_total Ring-buffer records that could not be decoded and were skipped.
+# TYPE orphanwatch_events_malformed_total counter
+orphanwatch_events_malformed_total 2
+# HELP orphanwatch_birth_records_evicted_total Exits whose birth record the kernel had evicted (more live processes than --max-processes): their origin is judged from /proc instead.
+# TYPE orphanwatch_birth_records_evicted_total counter
+orphanwatch_birth_records_evicted_total 4
+# HELP orphanwatch_children_truncated_total Dying parents with more children than --max-children: the orphans past that were not reported.
+# TYPE orphanwatch_children_truncated_total counter
+orphanwatch_children_truncated_total 5
+`
+	names := []string{"orphanwatch_adopted_processes", "orphanwatch_postmasters", "orphanwatch_postmasters_pid1",
+		"orphanwatch_postmaster_crash_restarts_total", "orphanwatch_events_lost_total", "orphanwatch_events_malformed_total",
+		"orphanwatch_birth_records_evicted_total", "orphanwatch_children_truncated_total"}
+	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), names...); err != nil {
+		t.Error(err)
+	}
+	// Zero series exist for the running postmaster's container, so that the
+	// first incident there is an increase() Prometheus can see.
+	for name, n := range map[string]int{"orphanwatch_adoptions_total": 1, "orphanwatch_oom_kills_total": 3, "orphanwatch_adopted_child_exits_total": 0} {
+		if got, err := testutil.GatherAndCount(f.reg, name); err != nil || got != n {
+			t.Errorf("%s: %d series (err %v), want %d", name, got, err, n)
+		}
+	}
+}
+
+func TestSeedIncidentCountsAndJSONLines(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.seedIncident(t)
+	want := `
+# HELP orphanwatch_adopted_child_exits_total Deaths of processes a postmaster adopted but never started. verdict="crash-restart": it died of a signal or exited with code 2 or more, so PostgreSQL crash-restarted; verdict="adopted": it exited 0 or 1, which PostgreSQL ignores. signal is empty for an exit. comm is capped (--metrics.max-comms); comm and container_id read "other" past the caps.
+# TYPE orphanwatch_adopted_child_exits_total counter
+orphanwatch_adopted_child_exits_total{comm="psql",` + dbLabels + `,signal="SIGPIPE",verdict="crash-restart"} 1
+# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, sent SIGQUIT to all its server processes. Series start at 0 for every running postmaster.
+# TYPE orphanwatch_postmaster_crash_restarts_total counter
+orphanwatch_postmaster_crash_restarts_total{` + dbLabels + `} 1
+# HELP orphanwatch_adopted_processes Live processes whose parent is a postmaster that did not start them (orphans it adopted), by the postmaster's container.
+# TYPE orphanwatch_adopted_processes gauge
+orphanwatch_adopted_processes{` + dbLabels + `} 0
+# HELP orphanwatch_events_total Events received from the kernel, by kind (exit, adoption, exec, signal, oom).
+# TYPE orphanwatch_events_total counter
+orphanwatch_events_total{kind="adoption"} 0
+orphanwatch_events_total{kind="exec"} 0
+orphanwatch_events_total{kind="exit"} 1
+orphanwatch_events_total{kind="oom"} 0
+orphanwatch_events_total{kind="signal"} 2
+`
+	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "orphanwatch_adopted_child_exits_total",
+		"orphanwatch_postmaster_crash_restarts_total", "orphanwatch_adopted_processes", "orphanwatch_events_total"); err != nil {
+		t.Error(err)
+	}
+
+	// stdout: one JSON record per line, the trace contract, and exactly the
+	// records orphanwatch_records_total counts.
+	var lines []report.Record
+	scan := bufio.NewScanner(strings.NewReader(f.stdout.String()))
+	for scan.Scan() {
+		var r report.Record
+		if err := json.Unmarshal(scan.Bytes(), &r); err != nil {
+			t.Fatalf("stdout line is not a record: %v: %s", err, scan.Text())
+		}
+		lines = append(lines, r)
+	}
+	var verdicts []string
+	for _, r := range lines {
+		verdicts = append(verdicts, r.Verdict)
+	}
+	if got := strings.Join(verdicts, " "); got != "postmaster-pid1 crash-restart crash-restart-confirmed" {
+		t.Fatalf("stdout verdicts = %s, want postmaster-pid1 crash-restart crash-restart-confirmed", got)
+	}
+	if r := lines[1]; r.Comm != "psql" || r.Signal != "SIGPIPE" || r.ContainerID != dbID || r.Fix == "" {
+		t.Errorf("crash-restart line: comm %q signal %q container %q fix %q", r.Comm, r.Signal, r.ContainerID, r.Fix)
+	}
+	if r := lines[2]; r.Trigger == nil || r.Trigger.Comm != "psql" || r.Terminated != 1 || r.ContainerID != dbID {
+		t.Errorf("confirmed line: trigger %+v terminated %d container %q", r.Trigger, r.Terminated, r.ContainerID)
+	}
+	for _, v := range []string{"postmaster-pid1", "crash-restart", "crash-restart-confirmed"} {
+		got := testutil.ToFloat64(constCollector(t, f.reg, "orphanwatch_records_total", "verdict", v))
+		if got != 1 {
+			t.Errorf("orphanwatch_records_total{verdict=%q} = %v, want 1 (one stdout line)", v, got)
+		}
+	}
+}
+
+// constCollector picks one series of a gathered family, as a collector
+// testutil.ToFloat64 can read.
+func constCollector(t *testing.T, g prometheus.Gatherer, name, label, value string) prometheus.Collector {
+	t.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					c := prometheus.NewCounter(prometheus.CounterOpts{Name: name})
+					c.Add(m.GetCounter().GetValue())
+					return c
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{%s=%q}", name, label, value)
+	return nil
+}
+
+func TestMetricsFollowPrometheusConventions(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.seedIncident(t)
+	problems, err := testutil.GatherAndLint(f.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "orphanwatch_") {
+			t.Errorf("%s: %s", p.Metric, p.Text)
+		}
+	}
+}

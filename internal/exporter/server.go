@@ -1,0 +1,153 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/orphanwatch/orphanwatch/internal/version"
+)
+
+// DefaultListenAddress is orphanwatch's port. Exporters keep a fixed port so
+// that Prometheus' instance label is stable; 9877 is also the port the
+// container image exposes.
+const DefaultListenAddress = ":9877"
+
+// HTTP timeouts: a scrape reads a few maps and the process table, well
+// under a second; these only bound slow or stuck clients.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	scrapeTimeout     = 20 * time.Second
+)
+
+// ServerConfig sets up the HTTP server.
+type ServerConfig struct {
+	// Listeners are already bound: a taken port fails before anything is
+	// loaded into the kernel.
+	Listeners     []net.Listener
+	TelemetryPath string // e.g. /metrics
+	WebConfigFile string // exporter-toolkit web config: TLS, basic auth; "" for plain HTTP
+	Registry      *prometheus.Registry
+	Log           *slog.Logger
+}
+
+// Server serves the metrics, a landing page, /healthz and /readyz.
+type Server struct {
+	cfg   ServerConfig
+	http  *http.Server
+	state atomic.Pointer[readiness]
+}
+
+type readiness struct {
+	ready  bool
+	detail string
+}
+
+// NewServer builds the server; it is not ready until Ready is called.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if !strings.HasPrefix(cfg.TelemetryPath, "/") || cfg.TelemetryPath == "/" || cfg.TelemetryPath == "/healthz" || cfg.TelemetryPath == "/readyz" {
+		return nil, fmt.Errorf("telemetry path %q: want a path of its own such as /metrics", cfg.TelemetryPath)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg}
+	s.NotReady("loading the BPF programs")
+
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "orphanwatch",
+		Description: "Finds the orphaned processes that make a containerised PostgreSQL crash-restart",
+		Version:     version.String(),
+		Profiling:   "false",
+		Links: []web.LandingLinks{
+			{Address: cfg.TelemetryPath, Text: "Metrics"},
+			{Address: "/healthz", Text: "Health", Description: "200 while the process serves"},
+			{Address: "/readyz", Text: "Readiness", Description: "200 once every BPF program is attached"},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building the landing page: %w", err)
+	}
+	metrics := promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelError),
+		// A kernel map that cannot be read is logged and counted
+		// (promhttp_metric_handler_errors_total); the crash counters are
+		// still served.
+		ErrorHandling:       promhttp.ContinueOnError,
+		Registry:            cfg.Registry,
+		MaxRequestsInFlight: 8,
+		Timeout:             scrapeTimeout,
+	})
+	mux := http.NewServeMux()
+	mux.Handle(cfg.TelemetryPath, promhttp.InstrumentMetricHandler(cfg.Registry, metrics))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", s.readyz)
+	mux.Handle("/", landing)
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// Ready marks the server ready; detail says what is attached.
+func (s *Server) Ready(detail string) { s.state.Store(&readiness{true, detail}) }
+
+// NotReady marks the server not ready, saying why.
+func (s *Server) NotReady(why string) { s.state.Store(&readiness{false, why}) }
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	st := s.state.Load()
+	if !st.ready {
+		http.Error(w, "not ready: "+st.detail, http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready: "+st.detail)
+}
+
+// Serve serves on the listeners until Shutdown, with TLS and basic auth
+// when the web config file asks for them. It returns nil after Shutdown.
+func (s *Server) Serve() error {
+	addrs := make([]string, len(s.cfg.Listeners))
+	for i, l := range s.cfg.Listeners {
+		addrs[i] = l.Addr().String()
+	}
+	systemd := false
+	flags := &web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &systemd, WebConfigFile: &s.cfg.WebConfigFile}
+	err := web.ServeMultiple(s.cfg.Listeners, s.http, flags, s.cfg.Log)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets running requests finish until ctx ends,
+// then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.NotReady("shutting down")
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		err = errors.Join(err, s.http.Close())
+	}
+	for _, l := range s.cfg.Listeners {
+		l.Close() // in case Serve never ran
+	}
+	return err
+}
