@@ -40,6 +40,7 @@ enum event_flag {
 enum birth_flag {
 	BIRTH_FORKED = 1 << 0, /* seen at fork: time and ancestry are real */
 	BIRTH_EXECED = 1 << 1, /* seen at exec: exe and args are set */
+	BIRTH_WALKED = 1 << 2, /* no record: ancestry read from the process tree for this event */
 };
 
 /* signal_info.flags */
@@ -85,20 +86,33 @@ struct task_ref {
 
 struct ancestor {
 	__u32 tgid;
+	__u32 _pad; /* keeps comm 8-byte aligned: it is copied as two words */
 	char comm[COMM_LEN];
 };
 
-/* What we learn when a process is born (fork) and when it executes (exec).
- * Kept in the births map for the process's lifetime. */
-struct birth {
+/* What we learn when a process is born (fork). Kept in the births map for
+ * the process's lifetime, where births matter (lifecycle.bpf.c). */
+struct birth_record {
 	__u64 time_ns;         /* fork time, boot clock */
 	__u64 parent_start_ns; /* with ancestry[0].tgid, the original parent */
 	__u32 flags;           /* enum birth_flag */
-	__u16 args_len;        /* bytes of args used, NUL separated */
-	__u16 _pad;
+	__u32 _pad;
 	struct ancestor ancestry[ANCESTRY_LEN]; /* [0] the parent, [1] its parent, ... */
-	char exe[EXE_LEN];     /* the path given to execve */
-	char args[ARGS_LEN];   /* the start of argv, never the environment */
+};
+
+/* What a process executes (exec). Kept in the execs map, written only at
+ * exec: forks that do not exec never pay for it. */
+struct exec_record {
+	char exe[EXE_LEN];   /* the path given to execve */
+	char args[ARGS_LEN]; /* the start of argv, never the environment */
+	__u16 args_len;      /* bytes of args used, NUL separated */
+	__u16 _pad[3];
+};
+
+/* Both, as an event carries them. */
+struct birth {
+	struct birth_record fork;
+	struct exec_record exec;
 };
 
 /* The last terminating signal sent to a process: who sent it and whether it

@@ -3,8 +3,11 @@
 /* Process lifecycle: births (fork), what they run (exec), deaths (exit), and
  * the reparenting of orphans that a death causes, which has no tracepoint.
  *
- * Only what can matter crosses to user space by default; stream_all sends
- * every process exit. */
+ * fork and exit run for every process on the host, so they do as little as
+ * they can: a map operation costs hundreds of nanoseconds where memory is
+ * virtualised. Birth records are kept only where a postmaster can adopt
+ * (births_matter), and only what can matter crosses to user space by
+ * default; stream_all records and sends everything. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -27,16 +30,43 @@ volatile __u64 attached_at_ns = ~0ULL;
 #define MAX_CHILDREN_BOUND 256
 #define MAX_SUBREAPER_DEPTH 16
 
-/* Room to build a birth record: it is too big for the 512-byte BPF stack. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct birth);
-} birth_scratch SEC(".maps");
+/* With stream_all every exit is an event, and a wakeup per event would cost
+ * user space a syscall each: wake it once WAKEUP_BYTES are waiting (it also
+ * polls every few milliseconds, see probe.Read). Otherwise events are rare
+ * and urgent: every one wakes it. */
+#define WAKEUP_BYTES (64 << 10)
+static __always_inline void submit_event(struct event *e)
+{
+	__u64 flags = 0;
+	if (stream_all && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < WAKEUP_BYTES)
+		flags = BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
 
-/* A fork of a process (not a thread): remember who its parent was, and the
- * chain above, while they still exist. */
+/* Whether a process's birth is worth a record. A postmaster adopts orphans
+ * only as PID 1 of a namespace: find_new_reaper() hands an orphan to a live
+ * subreaper ancestor (PostgreSQL never is one) or to the namespace's
+ * child_reaper. So only processes in a non-initial PID namespace whose PID 1
+ * is a postmaster need their original parent remembered; everyone else's
+ * ancestry is read from the process tree when an event needs it. */
+static __always_inline bool births_matter(struct task_struct *t)
+{
+	if (stream_all)
+		return true;
+	if (t->thread_pid->level == 0)
+		return false;
+	struct task_ref scratch = {};
+	struct pid_namespace *ns = read_ns(t, &scratch);
+	if (!ns)
+		return false;
+	__u32 init = BPF_CORE_READ(ns, child_reaper, tgid);
+	return bpf_map_lookup_elem(&watched, &init) != 0;
+}
+
+/* A fork of a process (not a thread): where births matter, remember who its
+ * parent was, and the chain above, while they still exist. This runs for
+ * every fork on the host: it reads the typed tracepoint arguments directly
+ * (plain loads, no helper calls) and writes one small record. */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -44,33 +74,35 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (child->pid != child->tgid)
 		return 0;
 	count(COUNTER_FORKS);
-
-	__u32 zero = 0;
-	struct birth *b = bpf_map_lookup_elem(&birth_scratch, &zero);
-	if (!b)
+	if (!births_matter(child))
 		return 0;
-	b->time_ns = bpf_ktime_get_boot_ns();
-	b->flags = BIRTH_FORKED;
-	b->args_len = 0;
-	b->exe[0] = 0;
 
+	struct birth_record b;
+	b.time_ns = bpf_ktime_get_boot_ns();
+	b.flags = BIRTH_FORKED;
+	b._pad = 0;
 	/* real_parent, not the forking thread: CLONE_PARENT makes them differ. */
 	struct task_struct *t = child->real_parent;
-	b->parent_start_ns = t->group_leader->start_boottime;
+	b.parent_start_ns = t->group_leader->start_boottime;
 #pragma unroll
 	for (int i = 0; i < ANCESTRY_LEN; i++) {
-		__u32 tgid = t ? t->tgid : 0;
-		b->ancestry[i].tgid = tgid;
-		if (!tgid) { /* pid 0 (the idle task) is above every init */
-			b->ancestry[i].comm[0] = 0;
+		struct ancestor *a = &b.ancestry[i];
+		__u32 tgid = t->tgid;
+		a->tgid = tgid;
+		a->_pad = 0;
+		if (!tgid) { /* pid 0, the idle task, is above every init */
+			*(__u64 *)&a->comm[0] = 0;
+			*(__u64 *)&a->comm[8] = 0;
 			continue;
 		}
-		bpf_probe_read_kernel(&b->ancestry[i].comm, COMM_LEN, t->group_leader->comm);
+		struct task_struct *leader = t->group_leader;
+		*(__u64 *)&a->comm[0] = *(__u64 *)&leader->comm[0];
+		*(__u64 *)&a->comm[8] = *(__u64 *)&leader->comm[8];
 		t = t->real_parent;
 	}
 
 	struct proc_key key = { .tgid = child->tgid, .start_ns = child->start_boottime };
-	bpf_map_update_elem(&births, &key, b, BPF_ANY);
+	bpf_map_update_elem(&births, &key, &b, BPF_ANY);
 	return 0;
 }
 
@@ -82,34 +114,21 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 {
 	/* After exec the task leads its group (de_thread keeps the leader's start). */
 	struct proc_key key = { .tgid = task->tgid, .start_ns = task->start_boottime };
-	struct birth *b = bpf_map_lookup_elem(&births, &key);
-	if (!b) {
-		/* Started before we attached: record it from here on. */
-		__u32 zero = 0;
-		struct birth *blank = bpf_map_lookup_elem(&birth_scratch, &zero);
-		if (!blank)
-			return 0;
-		__builtin_memset(blank, 0, sizeof(*blank));
-		bpf_map_update_elem(&births, &key, blank, BPF_NOEXIST);
-		b = bpf_map_lookup_elem(&births, &key);
-		if (!b)
-			return 0;
-	}
-	b->flags |= BIRTH_EXECED;
-	bpf_probe_read_kernel_str(&b->exe, sizeof(b->exe), bprm->filename);
-
+	/* Exec is rare and costly next to a map update: every process's exec
+	 * record is kept, for the command line of whatever dies later. */
+	struct exec_record x = {};
+	bpf_probe_read_kernel_str(&x.exe, sizeof(x.exe), bprm->filename);
 	/* The new mm is installed; its argv is [arg_start, arg_end). */
 	struct mm_struct *mm = task->mm;
-	__u64 len = 0;
 	if (mm) {
 		__u64 start = mm->arg_start;
-		len = mm->arg_end - start;
+		__u64 len = mm->arg_end - start;
 		if (len > ARGS_LEN)
 			len = ARGS_LEN;
-		if (bpf_probe_read_user(&b->args, len, (void *)start))
-			len = 0;
+		if (bpf_probe_read_user(&x.args, len, (void *)start) == 0)
+			x.args_len = len;
 	}
-	b->args_len = len;
+	bpf_map_update_elem(&execs, &key, &x, BPF_ANY);
 
 	/* "postgres" or "postmaster": an 8-byte and a 2-byte compare, cheap enough
 	 * for every exec. */
@@ -126,9 +145,8 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	read_task_ref(task, &e->task);
 	read_task_ref(task->real_parent, &e->parent);
 	read_cgroup(task, e);
-	e->birth = *b;
-	e->flags |= EVENT_HAS_BIRTH;
-	bpf_ringbuf_submit(e, 0);
+	read_history(&key, e);
+	submit_event(e);
 	return 0;
 }
 
@@ -185,7 +203,9 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags)
 		e->exit_status = exit_status_of(child);
 	struct proc_key key = { .tgid = e->task.tgid, .start_ns = e->task.start_ns };
 	read_history(&key, e);
-	bpf_ringbuf_submit(e, 0);
+	if (!(e->birth.fork.flags & BIRTH_FORKED))
+		walk_ancestry(father, &e->birth.fork); /* the dying father is its parent */
+	submit_event(e);
 	return 0;
 }
 
@@ -220,37 +240,57 @@ static __always_inline void report_orphans(struct task_struct *father)
 		count(COUNTER_CHILDREN_TRUNCATED);
 }
 
+/* Whether a comm is "postgres" or "postmaster": two loads and compares. */
+static __always_inline bool comm_is_postgres(const char *comm)
+{
+	__u64 head = *(__u64 *)comm;
+	__u64 tail = *(__u64 *)(comm + 8);
+	return (head == *(__u64 *)"postgres" && (tail & 0xff) == 0) ||
+	       (head == *(__u64 *)"postmast" && (tail & 0xffffff) == ('e' | 'r' << 8));
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *task)
 {
 	/* do_exit() decrements signal->live just before this tracepoint: zero
-	 * means this is the last thread, i.e. the process is gone. */
-	if (task->signal->live.counter != 0)
+	 * means this is the last thread, i.e. the process is gone. Like fork,
+	 * this runs for every process: typed pointers are read directly, and
+	 * maps are touched only when the process can have entries. */
+	struct signal_struct *sig = task->signal;
+	if (sig->live.counter != 0)
 		return 0;
 	count(COUNTER_EXITS);
 
 	struct proc_key key = { .tgid = task->tgid, .start_ns = task->group_leader->start_boottime };
-	struct birth *birth = bpf_map_lookup_elem(&births, &key);
-	if (!birth && key.start_ns > attached_at_ns)
-		count(COUNTER_BIRTHS_EVICTED);
+	struct birth_record *birth = 0;
+	bool recorded = births_matter(task);
+	if (recorded) {
+		birth = bpf_map_lookup_elem(&births, &key);
+		if (!birth && key.start_ns > attached_at_ns)
+			count(COUNTER_BIRTHS_EVICTED);
+	}
 
 	if (task->children.next != &task->children)
 		report_orphans(task);
 
 	struct task_struct *parent = task->real_parent;
 	__u32 parent_tgid = parent->tgid;
-	bool adopted = birth && birth->ancestry[0].tgid != parent_tgid;
+	bool adopted = birth && (birth->flags & BIRTH_FORKED) && birth->ancestry[0].tgid != parent_tgid;
 	bool send = stream_all || adopted;
 	if (!send) {
-		/* Children of postmasters that are not plain backend exits, and
-		 * postmasters themselves. The start time check is left to user space. */
-		__u32 status = exit_status_of(task);
+		/* Postmasters, and children of postmasters that are not plain
+		 * backend exits: abnormal ones, and where a record should say whether
+		 * it was adopted but none does (older than the agent, or evicted).
+		 * The map is asked only when a comm says postgres; the start time
+		 * check is left to user space. The wait(2) status: see
+		 * exit_status_of. */
+		__u32 status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code : task->exit_code;
 		bool abnormal = (status & 0x7f) || ((status >> 8) & 0xff) >= 2;
 		__u32 tgid = task->tgid;
-		if (bpf_map_lookup_elem(&watched, &tgid))
+		if (comm_is_postgres(task->group_leader->comm) && bpf_map_lookup_elem(&watched, &tgid))
 			send = true;
-		else if (bpf_map_lookup_elem(&watched, &parent_tgid))
-			send = abnormal || !birth;
+		else if (comm_is_postgres(parent->group_leader->comm) && bpf_map_lookup_elem(&watched, &parent_tgid))
+			send = abnormal || (recorded && !birth);
 	}
 	if (!send) {
 		/* Anything whose parent is a container's init or a subreaper. */
@@ -274,9 +314,14 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 			read_task_ref(parent, &e->parent);
 			read_cgroup(task, e);
 			read_history(&key, e);
-			bpf_ringbuf_submit(e, 0);
+			if (!(e->birth.fork.flags & BIRTH_FORKED))
+				walk_ancestry(parent, &e->birth.fork); /* not adopted: its parent is its own */
+			submit_event(e);
 		}
 	}
+	/* exec bumps self_exec_id past the parent_exec_id fork copied. */
+	if (task->self_exec_id != task->parent_exec_id)
+		bpf_map_delete_elem(&execs, &key);
 	if (birth)
 		bpf_map_delete_elem(&births, &key);
 	return 0;

@@ -19,8 +19,16 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct proc_key);
-	__type(value, struct birth);
+	__type(value, struct birth_record);
 } births SEC(".maps");
+
+/* Exec records of live processes, deleted at exit; LRU like births. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct proc_key);
+	__type(value, struct exec_record);
+} execs SEC(".maps");
 
 /* Postmasters, written by user space: tgid -> start time of that postmaster
  * in /proc ticks, so a recycled pid is not mistaken for it. */

@@ -121,17 +121,41 @@ static __always_inline void read_cgroup(struct task_struct *t, struct event *e)
 					  BPF_CORE_READ(parent, name));
 }
 
-/* Copies the process's birth record and last terminating signal, if any. */
+/* Copies the process's birth and exec records, and its last terminating
+ * signal, if any. */
 static __always_inline void read_history(struct proc_key *key, struct event *e)
 {
-	struct birth *b = bpf_map_lookup_elem(&births, key);
-	if (b) {
-		e->birth = *b;
-		e->flags |= EVENT_HAS_BIRTH;
+	struct birth_record *b = bpf_map_lookup_elem(&births, key);
+	if (b)
+		e->birth.fork = *b;
+	struct exec_record *x = bpf_map_lookup_elem(&execs, key);
+	if (x) {
+		e->birth.exec = *x;
+		e->birth.fork.flags |= BIRTH_EXECED;
 	}
+	if (b || x)
+		e->flags |= EVENT_HAS_BIRTH;
 	struct signal_info *s = bpf_map_lookup_elem(&signals, key);
 	if (s) {
 		e->signal = *s;
 		e->flags |= EVENT_HAS_SIGNAL;
+	}
+}
+
+/* Fills an ancestry from the live process tree, from parent up, when there
+ * is no birth record: the chain as it is now, which for anything but an
+ * orphan is the chain it was born into. */
+static __always_inline void walk_ancestry(struct task_struct *parent, struct birth_record *b)
+{
+	struct task_struct *t = parent;
+	b->parent_start_ns = process_start_ns(parent);
+	b->flags |= BIRTH_WALKED;
+	for (int i = 0; i < ANCESTRY_LEN; i++) {
+		__u32 tgid = BPF_CORE_READ(t, tgid);
+		if (!tgid) /* pid 0, the idle task, is above every init */
+			break;
+		b->ancestry[i].tgid = tgid;
+		BPF_CORE_READ_STR_INTO(&b->ancestry[i].comm, t, group_leader, comm);
+		t = BPF_CORE_READ(t, real_parent);
 	}
 }

@@ -97,11 +97,12 @@ func (a *Agent) ReportRunning(postmasters []*lineage.Postmaster) {
 		r.Exe, r.Cmdline = pm.Exe, redact.Argv(pm.Argv)
 		a.emit(&r)
 	}
+	a.flush()
 }
 
 // Run reads events until ctx ends, sweeping the table now and then for
-// processes whose exits were not reported.
-func (a *Agent) Run(ctx context.Context, read func(context.Context, func(*event.Event)) error) error {
+// processes whose exits were not reported. read is the probe's Read.
+func (a *Agent) Run(ctx context.Context, read func(context.Context, func(*event.Event), func()) error) error {
 	go func() {
 		tick := time.NewTicker(time.Minute)
 		defer tick.Stop()
@@ -114,7 +115,24 @@ func (a *Agent) Run(ctx context.Context, read func(context.Context, func(*event.
 			}
 		}
 	}()
-	return read(ctx, a.Handle)
+	defer a.flush()
+	return read(ctx, a.Handle, a.flush)
+}
+
+// flusher is a sink that buffers.
+type flusher interface{ Flush() error }
+
+// flush writes out what buffering sinks hold: called when the kernel has
+// nothing more for now.
+func (a *Agent) flush() {
+	for _, s := range a.cfg.Sinks {
+		if f, ok := s.(flusher); ok {
+			if err := f.Flush(); err != nil {
+				a.sinkErrors.Add(1)
+				a.cfg.Log.Warn("flushing records", "err", err)
+			}
+		}
+	}
 }
 
 // Handle processes one event. For an ordinary exit (no postmaster involved)

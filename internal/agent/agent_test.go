@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -288,5 +289,25 @@ func TestBackendToldToQuitIsAConsequenceEvenIfItsSignalRecordMoved(t *testing.T)
 	rs := f.sink.byVerdict("crash-restart-confirmed")
 	if len(rs) != 1 || rs[0].Trigger == nil || rs[0].Trigger.Comm != "psql" {
 		t.Fatalf("confirmed = %+v, want one naming psql", rs)
+	}
+}
+
+// With --all every exit is built into a record and written as JSON: the
+// agent's cost per exit in that mode.
+func BenchmarkHandleExitReportedAsJSON(b *testing.B) {
+	f := newFixture(b, true)
+	f.agent.cfg.Sinks = []Sink{report.NewJSONWriter(io.Discard)}
+	ev := ordinaryExit()
+	ev.Flags |= event.HasBirth
+	ev.Birth.Flags = event.BirthForked | event.BirthExeced
+	copy(ev.Birth.Exe[:], "/usr/bin/make")
+	argv := "make\x00-j4\x00all"
+	copy(ev.Birth.Args[:], argv)
+	ev.Birth.ArgsLen = uint16(len(argv))
+	copy(ev.Cgroup.Name[:], "9ab62136e4ba88493ceabc6b946f855c")
+	copy(ev.Cgroup.Parent[:], "process_api")
+	b.ReportAllocs()
+	for b.Loop() {
+		f.agent.Handle(ev)
 	}
 }

@@ -156,6 +156,7 @@ func (c *confirmer) finish(key event.ProcessKey) {
 		r.Namespace, r.Pod, r.Container = n.Namespace, n.Pod, n.Container
 	}
 	c.agent.emit(&r)
+	c.agent.flush()
 }
 
 // forget drops the state of a postmaster that exited.

@@ -12,8 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -76,11 +77,54 @@ func NewKubernetesNamer(ctx context.Context, kubeconfig, nodeName string, log *s
 	// Protobuf is cheaper than JSON to decode, for the agent's memory budget.
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	client, err := kubernetes.NewForConfig(cfg)
+	pods, err := newRESTPods(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return startKubernetesNamer(ctx, client, nodeName, log, KubernetesSyncTimeout)
+	return startKubernetesNamer(ctx, pods, nodeName, log, KubernetesSyncTimeout)
+}
+
+// podClient lists and watches pods in all namespaces: all the namer asks of
+// the API. client-go's typed clientset would do, but importing it registers
+// every API group at start, ~10 MiB of the agent's memory budget; this
+// needs core/v1 only. The fake clientset's CoreV1().Pods("") implements it.
+type podClient interface {
+	List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// restPods is a podClient speaking to the API server with core/v1 only.
+type restPods struct {
+	client *rest.RESTClient
+	params runtime.ParameterCodec
+}
+
+func newRESTPods(cfg *rest.Config) (*restPods, error) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	metav1.AddToGroupVersion(scheme, corev1.SchemeGroupVersion)
+	cfg = rest.CopyConfig(cfg)
+	cfg.APIPath = "/api"
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	client, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &restPods{client: client, params: runtime.NewParameterCodec(scheme)}, nil
+}
+
+func (p *restPods) List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
+	list := &corev1.PodList{}
+	err := p.client.Get().Resource("pods").VersionedParams(&opts, p.params).Do(ctx).Into(list)
+	return list, err
+}
+
+func (p *restPods) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return p.client.Get().Resource("pods").VersionedParams(&opts, p.params).Watch(ctx)
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -98,8 +142,8 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// startKubernetesNamer runs the informer on client (tests pass a fake).
-func startKubernetesNamer(ctx context.Context, client kubernetes.Interface, nodeName string, log *slog.Logger, syncTimeout time.Duration) (*KubernetesNamer, error) {
+// startKubernetesNamer runs the informer on pods (tests pass a fake).
+func startKubernetesNamer(ctx context.Context, pods podClient, nodeName string, log *slog.Logger, syncTimeout time.Duration) (*KubernetesNamer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -113,9 +157,16 @@ func startKubernetesNamer(ctx context.Context, client kubernetes.Interface, node
 	// Only this node's pods: the API server filters, so a node's agent
 	// costs the same in a cluster of 10 nodes or 5000.
 	onNode := fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
-	informer := coreinformers.NewFilteredPodInformer(client, metav1.NamespaceAll, 0, cache.Indexers{}, func(o *metav1.ListOptions) {
-		o.FieldSelector = onNode
-	})
+	informer := cache.NewSharedIndexInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = onNode
+			return pods.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = onNode
+			return pods.Watch(ctx, o)
+		},
+	}, &corev1.Pod{}, 0, cache.Indexers{})
 	if err := informer.SetTransform(trimPod); err != nil {
 		return nil, fmt.Errorf("pod informer: %w", err)
 	}

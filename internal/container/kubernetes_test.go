@@ -3,8 +3,11 @@ package container
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,7 +68,7 @@ func startFake(t *testing.T, objs ...runtime.Object) (*KubernetesNamer, *fake.Cl
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	k, err := startKubernetesNamer(ctx, client, node, nil, 10*time.Second)
+	k, err := startKubernetesNamer(ctx, client.CoreV1().Pods(""), node, nil, 10*time.Second)
 	if err != nil {
 		t.Fatalf("starting the namer: %v", err)
 	}
@@ -255,7 +258,7 @@ func TestKubernetesNamerForbidden(t *testing.T) {
 	var logged lockedBuffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	start := time.Now()
-	k, err := startKubernetesNamer(context.Background(), client, node, log, 2*time.Second)
+	k, err := startKubernetesNamer(context.Background(), client.CoreV1().Pods(""), node, log, 2*time.Second)
 	if err == nil {
 		k.Close()
 		t.Fatal("started without permission to list pods")
@@ -344,6 +347,72 @@ func TestContainerIDFromStatus(t *testing.T) {
 	} {
 		if got := ContainerIDFromStatus(in); got != want {
 			t.Errorf("ContainerIDFromStatus(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The production path, from a kubeconfig through the core/v1 REST client,
+// against an HTTP server speaking the API's list and watch: the request
+// asks for this node's pods only, and the names arrive.
+func TestKubernetesNamerOverHTTP(t *testing.T) {
+	listed := pod("db", "postgres-0", "6a0e7b0c-8c1b-4b8a-9d43-0e8a1f2b3c4d", node, running("postgres", "containerd://"+pgID))
+	added := pod("db", "postgres-1", "7b1f8c1d-9d2c-4c9b-8e54-1f9b2a3c4d5e", node, running("postgres", "containerd://"+addedID))
+	var mu sync.Mutex
+	var queries []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		queries = append(queries, r.URL.RawQuery)
+		mu.Unlock()
+		if r.URL.Path != "/api/v1/pods" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("watch") != "true" {
+			json.NewEncoder(w).Encode(&corev1.PodList{
+				TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"},
+				ListMeta: metav1.ListMeta{ResourceVersion: "10"},
+				Items:    []corev1.Pod{*listed},
+			})
+			return
+		}
+		added.ResourceVersion = "11"
+		added.TypeMeta = metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}
+		json.NewEncoder(w).Encode(map[string]any{"type": "ADDED", "object": added})
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: "`+srv.URL+`"}}]
+users: [{name: test, user: {token: t0ken}}]
+contexts: [{name: test, context: {cluster: test, user: test}}]
+current-context: test
+`), 0o600)
+
+	k, err := NewKubernetesNamer(context.Background(), kubeconfig, node, nil)
+	if err != nil {
+		t.Fatalf("NewKubernetesNamer: %v", err)
+	}
+	defer k.Close()
+	want := Names{Namespace: "db", Pod: "postgres-0", Container: "postgres"}
+	if got := k.Names(Ref{ID: pgID}); got != want {
+		t.Errorf("listed pod: %+v, want %+v", got, want)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for k.Names(Ref{ID: addedID}).Pod != "postgres-1" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := k.Names(Ref{ID: addedID}); got.Pod != "postgres-1" {
+		t.Errorf("watched pod: %+v", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, q := range queries {
+		if !strings.Contains(q, "fieldSelector=spec.nodeName%3D"+node) {
+			t.Errorf("request %q does not ask for this node's pods only", q)
 		}
 	}
 }

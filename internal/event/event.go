@@ -119,6 +119,7 @@ type BirthFlags uint32
 const (
 	BirthForked BirthFlags = 1 << 0 // seen at fork: time and ancestry are real
 	BirthExeced BirthFlags = 1 << 1 // seen at exec: exe and args are set
+	BirthWalked BirthFlags = 1 << 2 // no record: ancestry read from the process tree for the event
 )
 
 // Birth is what the kernel remembered from the process's fork and exec.

@@ -52,17 +52,17 @@ func Decode(raw []byte, pageSize uint64, ev *event.Event) error {
 		Flags:         event.OOMFlags(r.Oom.Flags),
 	}
 
-	b := &r.Birth
+	b, x := &r.Birth.Fork, &r.Birth.Exec
 	ev.Birth.Time = b.TimeNs
 	ev.Birth.ParentStart = b.ParentStartNs
 	ev.Birth.Flags = event.BirthFlags(b.Flags)
-	ev.Birth.ArgsLen = min(b.ArgsLen, uint16(len(b.Args)))
 	for i := range b.Ancestry {
 		ev.Birth.Ancestry[i].PID = b.Ancestry[i].Tgid
 		copyChars(ev.Birth.Ancestry[i].Comm[:], b.Ancestry[i].Comm[:])
 	}
-	copyChars(ev.Birth.Exe[:], b.Exe[:])
-	copyChars(ev.Birth.Args[:], b.Args[:])
+	ev.Birth.ArgsLen = min(x.ArgsLen, uint16(len(x.Args)))
+	copyChars(ev.Birth.Exe[:], x.Exe[:])
+	copyChars(ev.Birth.Args[:], x.Args[:])
 	return nil
 }
 

@@ -29,12 +29,12 @@ func TestDecodeRecord(t *testing.T) {
 	chars(r.Parent.Comm[:], "postgres")
 	chars(r.Cgroup.Name[:], "docker-abc.scope")
 	r.Oom.AnonRssPages = 10
-	r.Birth.Flags = uint32(lifecycleBirthFlagBIRTH_FORKED | lifecycleBirthFlagBIRTH_EXECED)
-	r.Birth.Ancestry[0].Tgid = 8910
-	chars(r.Birth.Ancestry[0].Comm[:], "sh")
-	chars(r.Birth.Args[:], "psql\x00-c\x00select 1")
-	r.Birth.ArgsLen = 18
-	chars(r.Birth.Exe[:], "/usr/bin/psql")
+	r.Birth.Fork.Flags = uint32(lifecycleBirthFlagBIRTH_FORKED | lifecycleBirthFlagBIRTH_EXECED)
+	r.Birth.Fork.Ancestry[0].Tgid = 8910
+	chars(r.Birth.Fork.Ancestry[0].Comm[:], "sh")
+	chars(r.Birth.Exec.Args[:], "psql\x00-c\x00select 1")
+	r.Birth.Exec.ArgsLen = 18
+	chars(r.Birth.Exec.Exe[:], "/usr/bin/psql")
 
 	var ev event.Event
 	if err := Decode(recordBytes(&r), 4096, &ev); err != nil {
@@ -97,6 +97,7 @@ func TestFlagsMatchTheBPFHeader(t *testing.T) {
 		{"cgroup v1", uint32(event.CgroupV1), uint32(lifecycleEventFlagEVENT_CGROUP_V1)},
 		{"forked", uint32(event.BirthForked), uint32(lifecycleBirthFlagBIRTH_FORKED)},
 		{"execed", uint32(event.BirthExeced), uint32(lifecycleBirthFlagBIRTH_EXECED)},
+		{"walked", uint32(event.BirthWalked), uint32(lifecycleBirthFlagBIRTH_WALKED)},
 		{"from kernel", uint32(event.SignalFromKernel), uint32(lifecycleSignalFlagSIGNAL_FROM_KERNEL)},
 		{"from self", uint32(event.SignalFromSelf), uint32(lifecycleSignalFlagSIGNAL_FROM_SELF)},
 		{"default action", uint32(event.SignalDefaultAction), uint32(lifecycleSignalFlagSIGNAL_DEFAULT_ACTION)},
@@ -108,7 +109,7 @@ func TestFlagsMatchTheBPFHeader(t *testing.T) {
 			t.Errorf("%s: Go %d, BPF %d", p.name, p.go_, p.bpf_)
 		}
 	}
-	if len(event.Birth{}.Args) != len(lifecycleBirth{}.Args) || len(event.Birth{}.Exe) != len(lifecycleBirth{}.Exe) ||
+	if len(event.Birth{}.Args) != len(lifecycleExecRecord{}.Args) || len(event.Birth{}.Exe) != len(lifecycleExecRecord{}.Exe) ||
 		len(event.Cgroup{}.Name) != len(lifecycleEvent{}.Cgroup.Name) || len(event.Cgroup{}.Parent) != len(lifecycleEvent{}.Cgroup.Parent) {
 		t.Error("array sizes differ between bpf/events.h and package event")
 	}
@@ -117,7 +118,7 @@ func TestFlagsMatchTheBPFHeader(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	var r lifecycleEvent
 	r.Kind = uint32(lifecycleEventKindEVENT_ADOPTION)
-	r.Birth.ArgsLen = 65535
+	r.Birth.Exec.ArgsLen = 65535
 	f.Add(recordBytes(&r))
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, raw []byte) {

@@ -13,28 +13,27 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type lifecycleBirth struct {
-	_             structs.HostLayout
-	TimeNs        uint64
-	ParentStartNs uint64
-	Flags         uint32
-	ArgsLen       uint16
-	Pad           uint16
-	Ancestry      [4]struct {
-		_    structs.HostLayout
-		Tgid uint32
-		Comm [16]int8
-	}
-	Exe  [64]int8
-	Args [160]int8
-}
-
 type lifecycleBirthFlag uint32
 
 const (
 	lifecycleBirthFlagBIRTH_FORKED lifecycleBirthFlag = 1
 	lifecycleBirthFlagBIRTH_EXECED lifecycleBirthFlag = 2
+	lifecycleBirthFlagBIRTH_WALKED lifecycleBirthFlag = 4
 )
+
+type lifecycleBirthRecord struct {
+	_             structs.HostLayout
+	TimeNs        uint64
+	ParentStartNs uint64
+	Flags         uint32
+	Pad           uint32
+	Ancestry      [4]struct {
+		_    structs.HostLayout
+		Tgid uint32
+		Pad  uint32
+		Comm [16]int8
+	}
+}
 
 type lifecycleCounter uint32
 
@@ -100,7 +99,11 @@ type lifecycleEvent struct {
 		OomScoreAdj   int32
 		Flags         uint32
 	}
-	Birth lifecycleBirth
+	Birth struct {
+		_    structs.HostLayout
+		Fork lifecycleBirthRecord
+		Exec lifecycleExecRecord
+	}
 }
 
 type lifecycleEventFlag uint32
@@ -122,6 +125,14 @@ const (
 	lifecycleEventKindEVENT_SIGNAL   lifecycleEventKind = 4
 	lifecycleEventKindEVENT_OOM      lifecycleEventKind = 5
 )
+
+type lifecycleExecRecord struct {
+	_       structs.HostLayout
+	Exe     [64]int8
+	Args    [160]int8
+	ArgsLen uint16
+	Pad     [3]uint16
+}
 
 type lifecycleOomFlag uint32
 
@@ -169,10 +180,10 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lifecycleMapBirthScratch     = "birth_scratch"
 	lifecycleMapBirths           = "births"
 	lifecycleMapCounters         = "counters"
 	lifecycleMapEvents           = "events"
+	lifecycleMapExecs            = "execs"
 	lifecycleMapSignals          = "signals"
 	lifecycleMapWatched          = "watched"
 	lifecycleProgHandleExec      = "handle_exec"
@@ -235,12 +246,12 @@ type lifecycleProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lifecycleMapSpecs struct {
-	BirthScratch *ebpf.MapSpec `ebpf:"birth_scratch"`
-	Births       *ebpf.MapSpec `ebpf:"births"`
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Signals      *ebpf.MapSpec `ebpf:"signals"`
-	Watched      *ebpf.MapSpec `ebpf:"watched"`
+	Births   *ebpf.MapSpec `ebpf:"births"`
+	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Events   *ebpf.MapSpec `ebpf:"events"`
+	Execs    *ebpf.MapSpec `ebpf:"execs"`
+	Signals  *ebpf.MapSpec `ebpf:"signals"`
+	Watched  *ebpf.MapSpec `ebpf:"watched"`
 }
 
 // lifecycleVariableSpecs contains global variables before they are loaded into the kernel.
@@ -273,20 +284,20 @@ func (o *lifecycleObjects) Close() error {
 //
 // It can be passed to loadLifecycleObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lifecycleMaps struct {
-	BirthScratch *ebpf.Map `ebpf:"birth_scratch"`
-	Births       *ebpf.Map `ebpf:"births"`
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Signals      *ebpf.Map `ebpf:"signals"`
-	Watched      *ebpf.Map `ebpf:"watched"`
+	Births   *ebpf.Map `ebpf:"births"`
+	Counters *ebpf.Map `ebpf:"counters"`
+	Events   *ebpf.Map `ebpf:"events"`
+	Execs    *ebpf.Map `ebpf:"execs"`
+	Signals  *ebpf.Map `ebpf:"signals"`
+	Watched  *ebpf.Map `ebpf:"watched"`
 }
 
 func (m *lifecycleMaps) Close() error {
 	return _LifecycleClose(
-		m.BirthScratch,
 		m.Births,
 		m.Counters,
 		m.Events,
+		m.Execs,
 		m.Signals,
 		m.Watched,
 	)

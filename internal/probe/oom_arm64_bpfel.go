@@ -19,6 +19,7 @@ const (
 	oomMapBirths            = "births"
 	oomMapCounters          = "counters"
 	oomMapEvents            = "events"
+	oomMapExecs             = "execs"
 	oomMapSignals           = "signals"
 	oomMapWatched           = "watched"
 	oomProgHandleMarkVictim = "handle_mark_victim"
@@ -76,6 +77,7 @@ type oomMapSpecs struct {
 	Births   *ebpf.MapSpec `ebpf:"births"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Execs    *ebpf.MapSpec `ebpf:"execs"`
 	Signals  *ebpf.MapSpec `ebpf:"signals"`
 	Watched  *ebpf.MapSpec `ebpf:"watched"`
 }
@@ -109,6 +111,7 @@ type oomMaps struct {
 	Births   *ebpf.Map `ebpf:"births"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Execs    *ebpf.Map `ebpf:"execs"`
 	Signals  *ebpf.Map `ebpf:"signals"`
 	Watched  *ebpf.Map `ebpf:"watched"`
 }
@@ -118,6 +121,7 @@ func (m *oomMaps) Close() error {
 		m.Births,
 		m.Counters,
 		m.Events,
+		m.Execs,
 		m.Signals,
 		m.Watched,
 	)

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -71,6 +73,7 @@ type Probe struct {
 	reader    *ringbuf.Reader
 	clock     Clock
 	pageSize  uint64
+	batched   bool // the kernel batches wakeups (StreamAll): poll for stragglers
 	malformed atomic.Uint64 // records that could not be decoded
 }
 
@@ -81,7 +84,7 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err := validRingBufferSize(cfg.RingBufferBytes); err != nil {
 		return nil, err
 	}
-	p := &Probe{pageSize: uint64(os.Getpagesize())}
+	p := &Probe{pageSize: uint64(os.Getpagesize()), batched: cfg.StreamAll}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -122,6 +125,7 @@ func Load(cfg Config) (_ *Probe, err error) {
 	opts.MapReplacements = map[string]*ebpf.Map{
 		lifecycleMapEvents:   p.lifecycle.Events,
 		lifecycleMapBirths:   p.lifecycle.Births,
+		lifecycleMapExecs:    p.lifecycle.Execs,
 		lifecycleMapWatched:  p.lifecycle.Watched,
 		lifecycleMapSignals:  p.lifecycle.Signals,
 		lifecycleMapCounters: p.lifecycle.Counters,
@@ -170,6 +174,9 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err != nil {
 		return nil, classify("opening the ring buffer", err)
 	}
+	// Relocating against the kernel's types decoded megabytes of BTF that
+	// nothing needs any more: give that memory back now, not at the next GC.
+	debug.FreeOSMemory()
 	return p, nil
 }
 
@@ -179,6 +186,7 @@ func (c *Config) size(spec *ebpf.CollectionSpec) {
 	for name, entries := range map[string]uint32{
 		lifecycleMapEvents: c.RingBufferBytes,
 		lifecycleMapBirths: c.MaxProcesses,
+		lifecycleMapExecs:  c.MaxProcesses,
 	} {
 		if m, ok := spec.Maps[name]; ok {
 			m.MaxEntries = entries
@@ -208,7 +216,12 @@ func validRingBufferSize(n uint32) error {
 // loadKernelBTF reads the kernel's type information, which CO-RE needs to
 // relocate field offsets for this kernel.
 func loadKernelBTF(path string) (*btf.Spec, error) {
-	spec, err := btf.LoadSpec(path)
+	load := btf.LoadSpec
+	if path == defaultKernelBTF {
+		// Maps the kernel's BTF and decodes types lazily: far less memory.
+		load = func(string) (*btf.Spec, error) { return btf.LoadKernelSpec() }
+	}
+	spec, err := load(path)
 	if err == nil {
 		return spec, nil
 	}
@@ -249,24 +262,41 @@ func (p *Probe) Attached() []Attachment { return p.attached }
 // Clock converts the kernel's boot-clock timestamps.
 func (p *Probe) Clock() Clock { return p.clock }
 
-// Read calls handle with each event until ctx ends or the probe is closed.
-// The event is reused: handle must copy what it keeps. Records that cannot
-// be decoded are counted (Malformed) and skipped.
-func (p *Probe) Read(ctx context.Context, handle func(*event.Event)) error {
+// Read calls handle with each event until ctx ends or the probe is closed,
+// and idle (if not nil) each time the ring buffer has been drained. The
+// event is reused: handle must copy what it keeps. Records that cannot be
+// decoded are counted (Malformed) and skipped.
+func (p *Probe) Read(ctx context.Context, handle func(*event.Event), idle func()) error {
 	stop := context.AfterFunc(ctx, func() { p.reader.Close() })
 	defer stop()
 	var rec ringbuf.Record
 	var ev event.Event
 	for {
+		if p.batched {
+			p.reader.SetDeadline(time.Now().Add(batchPoll))
+		}
 		if err := p.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if idle != nil {
+					idle()
+				}
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return ctx.Err()
 			}
 			return fmt.Errorf("reading the ring buffer: %w", err)
 		}
 		p.consume(rec.RawSample, &ev, handle)
+		if idle != nil && p.reader.AvailableBytes() == 0 {
+			idle()
+		}
 	}
 }
+
+// batchPoll bounds how long an event waits in the ring buffer when the
+// kernel batches wakeups (StreamAll).
+const batchPoll = 4 * time.Millisecond
 
 // consume decodes one record into ev and hands it on; a record that cannot
 // be decoded is counted and skipped.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/orphanwatch/orphanwatch/internal/event"
+	"github.com/orphanwatch/orphanwatch/internal/procfs"
 	"github.com/orphanwatch/orphanwatch/internal/testenv"
 	"github.com/orphanwatch/orphanwatch/internal/verdict"
 )
@@ -42,7 +43,7 @@ func startProbe(t *testing.T, cfg Config) *collector {
 			c.mu.Lock()
 			c.events = append(c.events, *ev)
 			c.mu.Unlock()
-		})
+		}, nil)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -169,12 +170,22 @@ func TestKernelExitCode3(t *testing.T) {
 // A thread that ends while its process lives on is not a process exit.
 func TestKernelThreadExitIsNoEvent(t *testing.T) {
 	c := startProbe(t, Config{StreamAll: true})
-	tids := make(chan int)
-	go func() {
-		runtime.LockOSThread() // returning while locked ends the OS thread
-		tids <- unix.Gettid()
-	}()
-	tid := <-tids
+	// Returning from a goroutine that locked its OS thread ends the thread,
+	// unless it is the main thread (which Go wedges instead): retry then.
+	tid := 0
+	for tid == 0 {
+		tids := make(chan int)
+		go func() {
+			runtime.LockOSThread()
+			if got := unix.Gettid(); got != os.Getpid() {
+				tids <- got
+				return
+			}
+			runtime.UnlockOSThread()
+			tids <- 0
+		}()
+		tid = <-tids
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); os.IsNotExist(err) {
@@ -193,13 +204,38 @@ func TestKernelThreadExitIsNoEvent(t *testing.T) {
 	}
 }
 
-// In a PID namespace whose PID 1 is a plain shell, an orphan is adopted by
-// that shell: the adoption is reported (predicted in the kernel and
-// confirmed by the orphan's own exit), and no verdict calls it a crash.
-func TestKernelOrphanAdoptedByShellNamespaceInit(t *testing.T) {
+// startNamespace runs script in a new PID namespace once released, and
+// returns the host pid of the namespace's PID 1 (the script's shell) and
+// the function that releases it.
+func startNamespace(t *testing.T, script string) (init int, release func()) {
+	t.Helper()
 	testenv.RequireCommands(t, "unshare")
+	cmd := exec.Command("unshare", "--pid", "--fork", "sh", "-c", "read go; "+script)
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for init == 0 && time.Now().Before(deadline) {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		fmt.Sscan(string(data), &init)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if init == 0 {
+		t.Fatal("namespace init not found")
+	}
+	return init, func() { stdin.Write([]byte("go\n")); stdin.Close(); cmd.Wait() }
+}
+
+// In a PID namespace whose PID 1 is a plain shell, an orphan is adopted by
+// that shell: the adoption is predicted in the kernel, confirmed by the
+// orphan's own exit, and carries the chain it came from. No birth records
+// are kept there (no postmaster can adopt), and no verdict calls it a crash.
+func TestKernelOrphanAdoptedByShellNamespaceInit(t *testing.T) {
 	c := startProbe(t, Config{}) // default filtering: adoptions and children of namespace inits
-	run(t, "unshare", "--pid", "--fork", "sh", "-c", `sh -c "sleep 0.3 & exit 0"; sleep 1`)
+	_, release := startNamespace(t, `sh -c "sleep 0.3 & exit 0"; sleep 1`)
+	release()
 
 	adoption := c.waitFor(t, "adoption", func(ev *event.Event) bool {
 		return ev.Kind == event.KindAdoption && ev.Parent.NSPid == 1 && ev.Parent.NSLevel == 1 && ev.Previous.Comm.Is("sh")
@@ -210,8 +246,9 @@ func TestKernelOrphanAdoptedByShellNamespaceInit(t *testing.T) {
 	if adoption.Task.NSLevel != 1 || adoption.Task.NSPid == adoption.Task.PID {
 		t.Errorf("orphan namespace view = level %d ns pid %d (host %d)", adoption.Task.NSLevel, adoption.Task.NSPid, adoption.Task.PID)
 	}
-	if adoption.Flags&event.HasBirth == 0 || adoption.Birth.Ancestry[0].PID != adoption.Previous.PID {
-		t.Errorf("orphan's birth parent = %d, want the dying shell %d", adoption.Birth.Ancestry[0].PID, adoption.Previous.PID)
+	if adoption.Birth.Flags&event.BirthWalked == 0 || adoption.Birth.Ancestry[0].PID != adoption.Previous.PID ||
+		adoption.Birth.Ancestry[1].PID != adoption.Parent.PID {
+		t.Errorf("orphan's chain = %+v (flags %#x), want the dying shell, then the init", adoption.Birth.Ancestry, adoption.Birth.Flags)
 	}
 	d := verdict.OnAdoption(verdict.AdoptionFacts{NewParentIsContainerInit: true})
 	if d.Verdict != verdict.Adoption || !d.Flagged {
@@ -222,12 +259,38 @@ func TestKernelOrphanAdoptedByShellNamespaceInit(t *testing.T) {
 	if exit.Parent.PID != adoption.Parent.PID {
 		t.Errorf("orphan died under %d, adoption predicted %d", exit.Parent.PID, adoption.Parent.PID)
 	}
-	if exit.Flags&event.Adopted == 0 {
-		t.Errorf("exit flags %#x: want Adopted (parent at death is not the parent at birth)", exit.Flags)
-	}
 	d = verdict.OnExit(verdict.ExitFacts{Status: exit.Status, Origin: verdict.OriginAdopted})
 	if d.Verdict == verdict.CrashRestart || d.Flagged {
 		t.Errorf("exit under a shell init got %+v, want an unflagged exit", d)
+	}
+}
+
+// Where PID 1 of a namespace is a postmaster (watched), every birth there is
+// recorded: an orphan's exit says, from the kernel alone, that it was adopted
+// and who its original parent was.
+func TestKernelBirthsAreRecordedUnderAWatchedInit(t *testing.T) {
+	c := startProbe(t, Config{})
+	init, release := startNamespace(t, `sh -c "sleep 0.3 & exit 0"; sleep 1`)
+	st, err := procfs.Default.ReadStat(init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.probe.Watch(event.ProcessKey{PID: uint32(init), StartTicks: st.StartTicks}); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	adoption := c.waitFor(t, "adoption", func(ev *event.Event) bool {
+		return ev.Kind == event.KindAdoption && ev.Parent.PID == uint32(init)
+	})
+	if adoption.Flags&event.HasBirth == 0 || adoption.Birth.Flags&event.BirthForked == 0 || adoption.Birth.Ancestry[0].PID != adoption.Previous.PID {
+		t.Errorf("birth = %+v (flags %#x), want the fork record naming the dying shell", adoption.Birth.Ancestry[0], adoption.Birth.Flags)
+	}
+	if adoption.Parent.Flags&event.TaskWatched == 0 {
+		t.Errorf("new parent flags %#x: want it seen as watched", adoption.Parent.Flags)
+	}
+	exit := c.waitFor(t, "orphan exit", exitOf(int(adoption.Task.PID)))
+	if exit.Flags&event.Adopted == 0 || exit.Birth.Ancestry[0].PID != adoption.Previous.PID {
+		t.Errorf("exit flags %#x, birth parent %d: want Adopted, born to %d", exit.Flags, exit.Birth.Ancestry[0].PID, adoption.Previous.PID)
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	signalsMapBirths                = "births"
 	signalsMapCounters              = "counters"
 	signalsMapEvents                = "events"
+	signalsMapExecs                 = "execs"
 	signalsMapSignals               = "signals"
 	signalsMapWatched               = "watched"
 	signalsProgHandleSignalDeliver  = "handle_signal_deliver"
@@ -78,6 +79,7 @@ type signalsMapSpecs struct {
 	Births   *ebpf.MapSpec `ebpf:"births"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Execs    *ebpf.MapSpec `ebpf:"execs"`
 	Signals  *ebpf.MapSpec `ebpf:"signals"`
 	Watched  *ebpf.MapSpec `ebpf:"watched"`
 }
@@ -111,6 +113,7 @@ type signalsMaps struct {
 	Births   *ebpf.Map `ebpf:"births"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Execs    *ebpf.Map `ebpf:"execs"`
 	Signals  *ebpf.Map `ebpf:"signals"`
 	Watched  *ebpf.Map `ebpf:"watched"`
 }
@@ -120,6 +123,7 @@ func (m *signalsMaps) Close() error {
 		m.Births,
 		m.Counters,
 		m.Events,
+		m.Execs,
 		m.Signals,
 		m.Watched,
 	)

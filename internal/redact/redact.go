@@ -27,7 +27,7 @@ var (
 
 // String redacts one string (an argument, or a whole command line).
 func String(s string) string {
-	if s == "" {
+	if !mayHoldSecret(s) {
 		return s
 	}
 	s = uriPassword.ReplaceAllString(s, "${1}:"+Mask+"@")
@@ -64,4 +64,37 @@ func quote(arg string) string {
 		return arg
 	}
 	return "'" + strings.ReplaceAll(arg, "'", `'\''`) + "'"
+}
+
+// hints are what every pattern above needs to match, lower case: checking
+// for them first spares the regular expressions almost every argument.
+var hints = []string{"://", "passw", "pwd", "secret", "token", "api", "credential"}
+
+func mayHoldSecret(s string) bool {
+	for _, h := range hints {
+		if containsFold(s, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFold is strings.Contains ignoring ASCII case, without allocating.
+func containsFold(s, lower string) bool {
+	for i := 0; i+len(lower) <= len(s); i++ {
+		j := 0
+		for ; j < len(lower); j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != lower[j] {
+				break
+			}
+		}
+		if j == len(lower) {
+			return true
+		}
+	}
+	return false
 }

@@ -57,7 +57,7 @@ func Build(ev *event.Event, f Facts) Record {
 
 	r.Exe, r.Cmdline = command(ev, f.Process)
 	birth := &ev.Birth
-	if ev.Flags&event.HasBirth != 0 && birth.Flags&event.BirthForked != 0 {
+	if birth.Flags&(event.BirthForked|event.BirthWalked) != 0 {
 		r.OriginalParentPID = birth.Ancestry[0].PID
 		r.OriginalParentComm = birth.Ancestry[0].Comm.String()
 		for _, a := range birth.Ancestry {

@@ -44,7 +44,14 @@ func seedRecord() Record {
 func TestJSONContract(t *testing.T) {
 	r := seedRecord()
 	var buf bytes.Buffer
-	if err := NewJSONWriter(&buf).Write(&r); err != nil {
+	w := NewJSONWriter(&buf)
+	if err := w.Write(&r); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len() != 0 {
+		t.Errorf("written before Flush: the agent flushes when the kernel is drained")
+	}
+	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Count(buf.String(), "\n") != 1 {

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,18 +13,31 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/verdict"
 )
 
-// JSONWriter writes one record per line.
+// JSONWriter writes one record per line. Lines are buffered until Flush,
+// which the agent calls whenever the kernel has nothing more to hand over:
+// a lone event is written at once, a burst in a few writes.
 type JSONWriter struct {
 	mu  sync.Mutex
+	buf *bufio.Writer
 	enc *json.Encoder
 }
 
-func NewJSONWriter(w io.Writer) *JSONWriter { return &JSONWriter{enc: json.NewEncoder(w)} }
+func NewJSONWriter(w io.Writer) *JSONWriter {
+	buf := bufio.NewWriterSize(w, 64<<10)
+	return &JSONWriter{buf: buf, enc: json.NewEncoder(buf)}
+}
 
 func (j *JSONWriter) Write(r *Record) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.enc.Encode(r)
+}
+
+// Flush writes out the buffered lines.
+func (j *JSONWriter) Flush() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.buf.Flush()
 }
 
 // TableWriter prints the live table, and after each crash-restart (or other

@@ -253,6 +253,11 @@ func (c *Cluster) Exec(script string) (string, error) {
 	return out.String(), err
 }
 
+// Command is a command to run inside the cluster's PID and mount namespace.
+func (c *Cluster) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(c.InitPID), "-p", "-m", name}, args...)...)
+}
+
 // SeedIncident is the incident orphanwatch exists for: a monitoring psql
 // started inside the container, orphaned when its shell exits, killed by
 // SIGPIPE when head stops reading.

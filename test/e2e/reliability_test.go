@@ -281,16 +281,17 @@ func TestTinyRingBufferCountsItsLosses(t *testing.T) {
 	}
 }
 
-// More live processes than --max-processes: the kernel's LRU evicts birth
-// records and counts it, memory stays bounded, and an incident during the
-// storm is still reported.
+// More live processes in the database's namespace (where births are
+// recorded: its PID 1 is a postmaster) than --max-processes: the kernel's
+// LRU evicts birth records and counts it, memory stays bounded, and an
+// incident during the storm is still reported.
 func TestForkStormOutgrowingTheMapsStillReportsTheIncident(t *testing.T) {
 	testenv.RequirePostgres(t)
 	storm := testenv.Storm(t)
 	c := testenv.StartCluster(t, testenv.ClusterOptions{})
 	tr := testenv.StartTrace(t, "--max-processes", "512")
 
-	hold := exec.Command(storm, "-l", "3000")
+	hold := c.Command(storm, "-l", "3000")
 	stdin, _ := hold.StdinPipe()
 	stdout, _ := hold.StdoutPipe()
 	if err := hold.Start(); err != nil {
