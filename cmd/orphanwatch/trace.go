@@ -123,6 +123,14 @@ type recordFilter struct {
 	next     agent.Sink
 }
 
+// Flush passes the agent's flush on to a buffering writer.
+func (f *recordFilter) Flush() error {
+	if fl, ok := f.next.(interface{ Flush() error }); ok {
+		return fl.Flush()
+	}
+	return nil
+}
+
 func (f *recordFilter) Write(r *report.Record) error {
 	if f.pid != 0 && r.PID != f.pid && r.NSPid != f.pid {
 		return nil
