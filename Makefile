@@ -11,7 +11,7 @@ BIN        := bin/orphanwatch
 IMAGE      ?= orphanwatch:$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help generate check-generated build run test test-unit bench lint image
+.PHONY: help generate check-generated build run test test-unit bench soak fuzz lint image
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,15 @@ test-unit: ## Unit tests only (no root needed).
 
 bench: build ## Measure overhead, lost events, agent cost, BPF cost, latency and startup.
 	go run ./bench
+
+SOAK_DURATION ?= 10m
+SOAK_INTERVAL ?= 30s
+soak: ## A 10-minute soak against real PostgreSQL: churn, an incident every 30 s (as root).
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_INTERVAL=$(SOAK_INTERVAL) go test -count=1 -run '^TestSoak$$' -v -timeout 30m ./test/e2e
+
+FUZZTIME ?= 1m
+fuzz: ## Run every fuzz target for FUZZTIME (default 1m; the test suite runs each for 5 s).
+	./scripts/fuzz.sh $(FUZZTIME)
 
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -25,4 +25,7 @@ if [ "$skips" -gt 0 ]; then
   if [ "${CI:-}" = true ]; then echo "CI=true: $skips test(s) skipped"; exit 1; fi
   echo "WARNING: $skips test(s) skipped: run as root (sudo make test) to run them all"
 fi
+echo "== fuzzing each target for 5s (make fuzz FUZZTIME=5m for longer)"
+./scripts/fuzz.sh 5s >"$log" 2>&1 || { cat "$log"; echo "fuzzing found a failure"; exit 1; }
+grep -E '^(== |ok|FAIL)' "$log"
 echo "== all tests passed"

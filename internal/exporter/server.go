@@ -33,6 +33,27 @@ const (
 	scrapeTimeout     = 20 * time.Second
 )
 
+// gathersInFlight bounds concurrent scrapes: past it, scrapes wait their
+// turn rather than being refused (promhttp's MaxRequestsInFlight answers
+// 503), so a burst of scrapers costs time, not errors, and never more memory
+// than this many gathers.
+const gathersInFlight = 8
+
+// queued lets at most n requests into h at once; the others wait, until
+// their own context ends.
+func queued(n int, h http.Handler) http.Handler {
+	slots := make(chan struct{}, n)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+			h.ServeHTTP(w, r)
+		case <-r.Context().Done():
+			http.Error(w, "gave up waiting for a scrape slot", http.StatusServiceUnavailable)
+		}
+	})
+}
+
 // ServerConfig sets up the HTTP server.
 type ServerConfig struct {
 	// Listeners are already bound: a taken port fails before anything is
@@ -86,13 +107,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// A kernel map that cannot be read is logged and counted
 		// (promhttp_metric_handler_errors_total); the crash counters are
 		// still served.
-		ErrorHandling:       promhttp.ContinueOnError,
-		Registry:            cfg.Registry,
-		MaxRequestsInFlight: 8,
-		Timeout:             scrapeTimeout,
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      cfg.Registry,
+		Timeout:       scrapeTimeout,
 	})
 	mux := http.NewServeMux()
-	mux.Handle(cfg.TelemetryPath, promhttp.InstrumentMetricHandler(cfg.Registry, metrics))
+	mux.Handle(cfg.TelemetryPath, promhttp.InstrumentMetricHandler(cfg.Registry, queued(gathersInFlight, metrics)))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", s.readyz)
 	mux.Handle("/", landing)

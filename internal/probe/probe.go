@@ -73,7 +73,7 @@ type Probe struct {
 	reader    *ringbuf.Reader
 	clock     Clock
 	pageSize  uint64
-	batched   bool // the kernel batches wakeups (StreamAll): poll for stragglers
+	batched   bool          // the kernel batches wakeups (StreamAll): poll for stragglers
 	malformed atomic.Uint64 // records that could not be decoded
 }
 

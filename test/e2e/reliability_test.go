@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"bufio"
-	"errors"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,25 +20,6 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/report"
 	"github.com/orphanwatch/orphanwatch/internal/testenv"
 )
-
-// runOrphanwatch runs orphanwatch to completion and returns its exit status and stderr.
-func runOrphanwatch(t *testing.T, prefix []string, args ...string) (int, string) {
-	t.Helper()
-	argv := append(prefix, append([]string{testenv.Binary(t)}, args...)...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, stderr.String()
-	case errors.As(err, &exit):
-		return exit.ExitCode(), stderr.String()
-	}
-	t.Fatalf("running %v: %v", argv, err)
-	return 0, ""
-}
 
 // Each way of failing to start says what is wrong and what to do in one
 // line, exits with a status of its own, and leaves nothing attached.
@@ -58,7 +43,7 @@ func TestFailuresAreClearAndLeaveNothingAttached(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, stderr := runOrphanwatch(t, tt.prefix, tt.args...)
+			status, stderr, _ := runBinary(t, testenv.Binary(t), tt.args, tt.prefix...)
 			if status != tt.status {
 				t.Errorf("exit status %d, want %d; stderr:\n%s", status, tt.status, stderr)
 			}
@@ -257,11 +242,14 @@ var summaryCount = func(stderr, what string) int {
 }
 
 // A ring buffer too small for a storm loses events: they are counted and
-// reported, and the agent carries on with bounded memory.
+// reported, in the metric and in trace's summary, and the agents carry on
+// with bounded memory.
 func TestTinyRingBufferCountsItsLosses(t *testing.T) {
 	testenv.RequireRoot(t)
 	storm := testenv.Storm(t)
 	tr := testenv.StartTrace(t, "--all", "--ringbuf-size", "4096")
+	s := startServe(t, "--all", "--ringbuf-size", "4096")
+	s.waitReady(30 * time.Second)
 	if out, err := exec.Command(storm, "-n", "5000", "-c", "16").CombinedOutput(); err != nil {
 		t.Fatalf("storm: %v: %s", err, out)
 	}
@@ -270,6 +258,12 @@ func TestTinyRingBufferCountsItsLosses(t *testing.T) {
 	}
 	if rss := rssKiB(t, tr.PID()); rss > 64*1024 {
 		t.Errorf("agent RSS %d KiB after the storm, want under 64 MiB", rss)
+	}
+	if lost := metricValue(t, s.Addr, "orphanwatch_events_lost_total"); lost <= 0 {
+		t.Errorf("orphanwatch_events_lost_total = %v after a storm through a 4 KiB ring buffer", lost)
+	}
+	if code, _ := httpGet(t, "http://"+s.Addr+"/readyz"); code != 200 {
+		t.Errorf("serve not ready after the storm: %d", code)
 	}
 	tr.Stop()
 	stderr := tr.Stderr()
@@ -317,5 +311,122 @@ func TestForkStormOutgrowingTheMapsStillReportsTheIncident(t *testing.T) {
 	tr.Stop()
 	if evicted := summaryCount(tr.Stderr(), "birth records evicted"); evicted <= 0 {
 		t.Errorf("summary reports %d evicted birth records with 3000 processes in a 512-entry map:\n%s", evicted, tr.Stderr())
+	}
+}
+
+// metricValue scrapes one unlabelled sample from serve.
+func metricValue(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	code, body := httpGet(t, "http://"+addr+"/metrics")
+	if code != 200 {
+		t.Fatalf("scrape: %d %s", code, body)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			v, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return v
+		}
+	}
+	t.Fatalf("%s not exposed", name)
+	return 0
+}
+
+// An adopted orphan with a password in its environment, in a conninfo and in
+// a URI dies: the secrets appear nowhere orphanwatch writes.
+func TestSecretsNeverLeaveTheAgent(t *testing.T) {
+	testenv.RequirePostgres(t)
+	c := testenv.StartCluster(t, testenv.ClusterOptions{})
+	s := startServe(t, "--log.level=debug")
+	s.waitReady(30 * time.Second)
+	tr := testenv.StartTrace(t)
+	secrets := []string{"envsecret9731", "kwsecret9731", "urisecret9731"}
+	script := `PGPASSWORD=envsecret9731 sh -c 'sleep 3; kill -TERM $$' job 'host=db password=kwsecret9731' 'postgresql://app:urisecret9731@db/x' >/dev/null 2>&1 & exit`
+	if _, err := c.Exec(script); err != nil {
+		t.Fatal(err)
+	}
+	adoption, ok := tr.WaitFor(10*time.Second, forPostmaster(c.PostmasterPID, "adoption"))
+	if !ok {
+		t.Fatalf("no adoption:\n%s", tr.Stderr())
+	}
+	_, checkText, _ := runCheck(t)
+	_, _, checkJSONText := checkJSON(t)
+	if !strings.Contains(checkText, fmt.Sprint(adoption.PID)) || !strings.Contains(checkText, "password=***") {
+		t.Errorf("check does not list the orphan with its command line redacted:\n%s", checkText)
+	}
+	crash, ok := tr.WaitFor(15*time.Second, forPostmaster(c.PostmasterPID, "crash-restart"))
+	if !ok {
+		t.Fatalf("no crash-restart:\n%s", tr.Stderr())
+	}
+	if !strings.Contains(crash.Cmdline, "password=***") || !strings.Contains(crash.Cmdline, "app:***@db") {
+		t.Errorf("cmdline %q: want it captured and redacted", crash.Cmdline)
+	}
+	if _, ok := s.waitRecord(10*time.Second, forPostmaster(c.PostmasterPID, "crash-restart")); !ok {
+		t.Fatal("serve wrote no crash-restart line")
+	}
+	_, metrics := httpGet(t, "http://"+s.Addr+"/metrics")
+	traced, _ := json.Marshal(tr.Records(func(*report.Record) bool { return true }))
+	for where, text := range map[string]string{
+		"trace JSON": string(traced), "trace stderr": tr.Stderr(), "serve JSON": s.stdout.String(),
+		"serve log": s.stderr.String(), "metrics": metrics, "check": checkText, "check --json": checkJSONText,
+	} {
+		for _, secret := range secrets {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s leaks %q", where, secret)
+			}
+		}
+	}
+}
+
+// The exporter under load: 100 concurrent scrapes while a fork storm runs
+// are all answered; a client that never finishes its headers is cut off.
+func TestExporterServesConcurrentScrapesDuringAStorm(t *testing.T) {
+	testenv.RequireRoot(t)
+	storm := testenv.Storm(t)
+	s := startServe(t)
+	s.waitReady(30 * time.Second)
+
+	slow, err := net.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprint(slow, "GET /metrics HTTP/1.1\r\nHost: x\r\n") // and nothing more
+
+	stormDone := make(chan error, 1)
+	go func() { stormDone <- exec.Command(storm, "-v", "-n", "60000").Run() }()
+	var wg sync.WaitGroup
+	failures := make(chan string, 100)
+	client := &http.Client{Timeout: 20 * time.Second}
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get("http://" + s.Addr + "/metrics")
+			if err != nil {
+				failures <- fmt.Sprintf("scrape %d: %v", i, err)
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || !strings.Contains(string(body), "orphanwatch_kernel_exits_total") {
+				failures <- fmt.Sprintf("scrape %d: %d, %d bytes", i, resp.StatusCode, len(body))
+			}
+		}()
+	}
+	wg.Wait()
+	close(failures)
+	for f := range failures {
+		t.Error(f)
+	}
+	if err := <-stormDone; err != nil {
+		t.Fatalf("storm: %v", err)
+	}
+	if lost := metricValue(t, s.Addr, "orphanwatch_events_lost_total"); lost != 0 {
+		t.Errorf("%v events lost in the default mode", lost)
+	}
+	// The server's ReadHeaderTimeout (5 s) ends the half-sent request.
+	slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(slow); err != nil {
+		t.Errorf("a client stuck in its headers was not cut off within 10s: %v", err)
 	}
 }
