@@ -2,10 +2,8 @@ package exporter
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/probe"
 	"github.com/orphanwatch/orphanwatch/internal/procfs/procfstest"
 	"github.com/orphanwatch/orphanwatch/internal/report"
+	"github.com/orphanwatch/orphanwatch/internal/testenv"
 )
 
 const (
@@ -45,24 +44,6 @@ type watchList struct{}
 func (watchList) Watch(event.ProcessKey) error { return nil }
 func (watchList) Unwatch(uint32) error         { return nil }
 
-// lockedBuffer is stdout: the agent writes from two goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // fixture is serve's pipeline on a fake /proc: a PostgreSQL 15 postmaster,
 // PID 1 of its namespace in a Docker container, one backend, and a psql it
 // adopted before orphanwatch started.
@@ -70,7 +51,7 @@ type fixture struct {
 	exp    *Exporter
 	reg    *prometheus.Registry
 	agent  *agent.Agent
-	stdout *lockedBuffer
+	stdout *testenv.Buffer
 }
 
 func newFixture(t *testing.T, cfg Config) *fixture {
@@ -83,7 +64,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	proc.Add(procfstest.Proc{PID: 300, PPID: 100, Comm: "psql", Start: 40, Exe: "/usr/bin/psql",
 		Argv: []string{"psql", "-c", "select generate_series(1,3000000)"}, NSpid: []int{300, 9}, Cgroup: dbCgroup})
 
-	f := &fixture{exp: New(cfg), stdout: &lockedBuffer{}}
+	f := &fixture{exp: New(cfg), stdout: &testenv.Buffer{}}
 	f.reg = NewRegistry(f.exp)
 	table := lineage.New(proc.FS(), 1000)
 	f.agent = agent.New(agent.Config{

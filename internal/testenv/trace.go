@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -21,7 +20,7 @@ type Tracer struct {
 	cmd     *exec.Cmd
 	mu      sync.Mutex
 	records []report.Record
-	stderr  bytes.Buffer
+	stderr  Buffer
 	done    chan struct{}
 	cancel  context.CancelFunc
 }
@@ -39,7 +38,7 @@ func StartTrace(t testing.TB, args ...string) *Tracer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr.cmd.Stderr = &lockedWriter{mu: &tr.mu, w: &tr.stderr}
+	tr.cmd.Stderr = &tr.stderr
 	if err := tr.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +100,7 @@ func (tr *Tracer) Exited() bool {
 }
 
 // Stderr is what the trace printed on stderr: header and summary.
-func (tr *Tracer) Stderr() string {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return tr.stderr.String()
-}
+func (tr *Tracer) Stderr() string { return tr.stderr.String() }
 
 // Records returns the records so far that match.
 func (tr *Tracer) Records(match func(*report.Record) bool) []report.Record {
@@ -132,15 +127,4 @@ func (tr *Tracer) WaitFor(timeout time.Duration, match func(*report.Record) bool
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,31 +34,13 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // server is a running `orphanwatch serve`.
 type server struct {
 	t      *testing.T
 	Addr   string
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testenv.Buffer
+	stderr *testenv.Buffer
 	done   chan struct{}
 	err    error // Wait's result, once done is closed
 }
@@ -67,7 +48,7 @@ type server struct {
 // startServe runs `orphanwatch serve` on a free loopback port.
 func startServe(t *testing.T, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, Addr: freeAddr(t), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	s := &server{t: t, Addr: freeAddr(t), stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(testenv.Binary(t), append([]string{"serve", "--web.listen-address=" + s.Addr}, args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	if err := s.cmd.Start(); err != nil {
@@ -156,7 +137,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 type prometheus struct {
 	t    *testing.T
 	URL  string
-	logs *syncBuffer
+	logs *testenv.Buffer
 }
 
 func startPrometheus(t *testing.T, target string) *prometheus {
@@ -179,7 +160,7 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	p := &prometheus{t: t, URL: "http://" + addr, logs: &syncBuffer{}}
+	p := &prometheus{t: t, URL: "http://" + addr, logs: &testenv.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "prometheus",
 		"--config.file="+filepath.Join(dir, "prometheus.yml"),

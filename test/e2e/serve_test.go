@@ -254,7 +254,7 @@ func TestServeTakenPortExitsSix(t *testing.T) {
 	}
 	defer l.Close()
 	cmd := exec.Command(testenv.Binary(t), "serve", "--web.listen-address="+l.Addr().String())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err = cmd.Run()
