@@ -11,7 +11,8 @@ echo "== go vet"
 go vet ./...
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+fuzzlog=$(mktemp)
+trap 'rm -f "$log" "$fuzzlog"' EXIT
 echo "== go test (full log: $log)"
 status=0
 go test -count=1 -p 1 -timeout 45m -v ./... >"$log" 2>&1 || status=$?
@@ -26,6 +27,6 @@ if [ "$skips" -gt 0 ]; then
   echo "WARNING: $skips test(s) skipped: run as root (sudo make test) to run them all"
 fi
 echo "== fuzzing each target for 5s (make fuzz FUZZTIME=5m for longer)"
-./scripts/fuzz.sh 5s >"$log" 2>&1 || { cat "$log"; echo "fuzzing found a failure"; exit 1; }
-grep -E '^(== |ok|FAIL)' "$log"
+./scripts/fuzz.sh 5s >"$fuzzlog" 2>&1 || { cat "$fuzzlog"; echo "fuzzing found a failure"; exit 1; }
+grep -E '^(== |ok|FAIL)' "$fuzzlog"
 echo "== all tests passed"

@@ -11,12 +11,12 @@ import (
 )
 
 // check's exit statuses follow the monitoring-plugin convention, so it
-// drops into Nagios/Icinga checks and CI as it is.
+// drops into Nagios/Icinga checks and CI as it is: 0 ok, 1 warning, 2
+// failure (audit.Level.ExitCode), and 3 unknown, also for a usage error: the
+// check could not be made.
 const (
 	checkOK      = 0
-	checkWarn    = 1
-	checkFail    = 2
-	checkUnknown = 3 // also a usage error: the check could not be made
+	checkUnknown = 3
 )
 
 func checkCommand(args []string, stdout, stderr io.Writer) int {

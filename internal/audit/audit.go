@@ -213,7 +213,7 @@ func (h Host) Run(sel Selector) (r Report) {
 		return r
 	}
 
-	procs, err := h.processes()
+	procs, err := h.Proc.Stats()
 	if err != nil {
 		r.add(Finding{Check: CheckDiscovery, Level: Unknown, Message: h.unreadable(err)})
 		return r
@@ -315,21 +315,6 @@ func (sel Selector) pick(found []*lineage.Postmaster, proc procfs.FS) ([]*lineag
 		return out, ""
 	}
 	return found, ""
-}
-
-// processes reads every process's stat once: parents and children.
-func (h Host) processes() (map[int]procfs.Stat, error) {
-	pids, err := h.Proc.PIDs()
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[int]procfs.Stat, len(pids))
-	for _, pid := range pids {
-		if st, err := h.Proc.ReadStat(pid); err == nil {
-			out[pid] = st
-		}
-	}
-	return out, nil
 }
 
 // postmaster audits one postmaster; ok is false when it is gone.

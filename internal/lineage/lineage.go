@@ -311,15 +311,9 @@ func containerOf(cgroups map[string]string) container.Ref {
 // server processes they forked, and orphans they adopted (children that do
 // not run the server binary). It returns the postmasters found.
 func (t *Table) Seed() ([]*Postmaster, error) {
-	pids, err := t.fs.PIDs()
+	stats, err := t.fs.Stats()
 	if err != nil {
 		return nil, err
-	}
-	stats := make(map[int]procfs.Stat, len(pids))
-	for _, pid := range pids {
-		if st, err := t.fs.ReadStat(pid); err == nil {
-			stats[pid] = st
-		}
 	}
 	isServer := func(pid int) bool {
 		st, ok := stats[pid]

@@ -39,6 +39,21 @@ func (fs FS) PIDs() ([]int, error) {
 	return pids, nil
 }
 
+// Stats reads every process's stat, skipping those that vanish meanwhile.
+func (fs FS) Stats() (map[int]Stat, error) {
+	pids, err := fs.PIDs()
+	if err != nil {
+		return nil, err
+	}
+	stats := make(map[int]Stat, len(pids))
+	for _, pid := range pids {
+		if st, err := fs.ReadStat(pid); err == nil {
+			stats[pid] = st
+		}
+	}
+	return stats, nil
+}
+
 // Stat is the part of /proc/<pid>/stat orphanwatch uses.
 type Stat struct {
 	PID        int
