@@ -61,7 +61,7 @@ enum counter {
 	COUNTER_FORKS = 1,              /* processes forked (threads not counted) */
 	COUNTER_EXITS = 2,              /* processes exited (last thread) */
 	COUNTER_BIRTHS_EVICTED = 3,     /* exits of processes born after attach with no birth record */
-	COUNTER_CHILDREN_TRUNCATED = 4, /* orphans not reported: more children than max_children */
+	COUNTER_CHILDREN_TRUNCATED = 4, /* exiting parents (threads) with more children than max_children */
 	COUNTER_MAX = 5,
 };
 

@@ -23,22 +23,25 @@ const struct btf_exports *unused_btf_exports __attribute__((unused));
 
 /* Set by user space before loading. */
 const volatile bool stream_all = false; /* --all: every exit reaches user space */
-const volatile __u32 max_children = 64; /* orphans reported per dying parent */
+const volatile __u32 max_children = 64; /* orphans reported per exiting thread */
+/* With stream_all every exit is an event, and a wakeup per event would cost
+ * user space a syscall each: wake it once wakeup_bytes are waiting (it also
+ * polls every few milliseconds, see probe.Read). Go sets min(64 KiB, half the
+ * ring buffer), so a small ring buffer still reaches it. Otherwise events
+ * are rare and urgent: every one wakes it. */
+const volatile __u32 wakeup_bytes = 64 << 10;
 /* Set by user space once every program is attached: processes started
  * earlier have no birth record, and their exits are no evictions. */
 volatile __u64 attached_at_ns = ~0ULL;
-#define MAX_CHILDREN_BOUND 256
+#define MAX_CHILDREN_BOUND 256 /* probe.MaxChildrenBound: Go rejects a larger max_children */
 #define MAX_SUBREAPER_DEPTH 16
+#define MAX_THREADS_SCANNED 64
+#define PF_EXITING 0x00000004 /* include/linux/sched.h, stable since 2.6: set by exit_signals() */
 
-/* With stream_all every exit is an event, and a wakeup per event would cost
- * user space a syscall each: wake it once WAKEUP_BYTES are waiting (it also
- * polls every few milliseconds, see probe.Read). Otherwise events are rare
- * and urgent: every one wakes it. */
-#define WAKEUP_BYTES (64 << 10)
 static __always_inline void submit_event(struct event *e)
 {
 	__u64 flags = 0;
-	if (stream_all && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < WAKEUP_BYTES)
+	if (stream_all && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wakeup_bytes)
 		flags = BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 }
@@ -106,6 +109,15 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+/* Whether a comm is "postgres" or "postmaster": two loads and compares. */
+static __always_inline bool comm_is_postgres(const char *comm)
+{
+	__u64 head = *(__u64 *)comm;
+	__u64 tail = *(__u64 *)(comm + 8);
+	return (head == *(__u64 *)"postgres" && (tail & 0xff) == 0) ||
+	       (head == *(__u64 *)"postmast" && (tail & 0xffffff) == ('e' | 'r' << 8));
+}
+
 /* Executing a new program: remember the program and the start of its argv
  * (the environment that follows argv is never read). Starts of postgres
  * binaries go to user space, which decides whether it is a postmaster. */
@@ -130,13 +142,7 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	}
 	bpf_map_update_elem(&execs, &key, &x, BPF_ANY);
 
-	/* "postgres" or "postmaster": an 8-byte and a 2-byte compare, cheap enough
-	 * for every exec. */
-	__u64 head = *(__u64 *)task->comm;
-	bool postgres = head == *(__u64 *)"postgres" && task->comm[8] == 0;
-	bool postmaster = head == *(__u64 *)"postmast" && task->comm[8] == 'e' &&
-			  task->comm[9] == 'r' && task->comm[10] == 0;
-	if (!postgres && !postmaster)
+	if (!comm_is_postgres(task->comm)) /* cheap enough for every exec */
 		return 0;
 
 	struct event *e = reserve_event(EVENT_EXEC);
@@ -150,9 +156,42 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	return 0;
 }
 
-/* The kernel's find_new_reaper() (kernel/exit.c) for a dying thread group:
- * no live thread is left, so the nearest ancestor in the same pid namespace
- * that is a subreaper and still alive, else the namespace's child_reaper. */
+/* Orphans reported by a thread of a process in a group exit while another
+ * of its threads had not reached do_exit() yet: that thread may still take
+ * them over (see report_orphans) and must not report them again. Orphan ->
+ * tgid of the dying process. Touched only by exiting threads with children. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct proc_key);
+	__type(value, __u32);
+} handed SEC(".maps");
+
+/* find_alive_thread() (kernel/exit.c): a thread of the group that has not
+ * reached do_exit() yet (no PF_EXITING) takes an exiting thread's children.
+ * The group's threads hang off signal->thread_head by task->thread_node
+ * (both since 3.14). Past MAX_THREADS_SCANNED, one of the rest is assumed live. */
+static __always_inline bool has_live_thread(struct task_struct *t)
+{
+	struct signal_struct *sig = BPF_CORE_READ(t, signal);
+	__u64 head = (__u64)&sig->thread_head;
+	__u64 pos = (__u64)BPF_CORE_READ(sig, thread_head.next);
+	__u64 node_off = bpf_core_field_offset(struct task_struct, thread_node);
+	for (int i = 0; i < MAX_THREADS_SCANNED; i++) {
+		if (pos == head)
+			return false;
+		struct task_struct *thread = (struct task_struct *)(pos - node_off);
+		if (!(BPF_CORE_READ(thread, flags) & PF_EXITING))
+			return true;
+		pos = (__u64)BPF_CORE_READ((struct list_head *)pos, next);
+	}
+	return true;
+}
+
+/* The kernel's find_new_reaper() (kernel/exit.c) for the children of a
+ * dying thread group (no live thread left to take them): the nearest
+ * ancestor in the same pid namespace that is a subreaper and still alive,
+ * else the namespace's child_reaper. Returns 0 when nobody adopts. */
 static __always_inline struct task_struct *predict_reaper(struct task_struct *father,
 							  struct pid_namespace *ns,
 							  __u32 *event_flags)
@@ -180,14 +219,34 @@ static __always_inline struct task_struct *predict_reaper(struct task_struct *fa
 	return reaper;
 }
 
+enum handover {
+	HANDOVER_NONE = 0,  /* the orphan leaves the process now: just report it */
+	HANDOVER_FINAL = 1, /* it leaves now, unless an earlier thread reported it */
+	HANDOVER_MAYBE = 2, /* a live thread may take it over: report and remember it */
+};
+
 /* One adoption event per orphan. A global (non-inlined) function, so the
  * verifier checks it once rather than once per loop iteration; it takes
  * addresses as numbers, as global functions must. */
-__noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags)
+__noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, __u32 handover)
 {
 	struct task_struct *child = (struct task_struct *)child_addr;
 	struct task_struct *reaper = (struct task_struct *)reaper_addr;
 	struct task_struct *father = BPF_CORE_READ(child, real_parent);
+
+	if (handover != HANDOVER_NONE) {
+		struct proc_key key = { .tgid = BPF_CORE_READ(child, tgid),
+					.start_ns = process_start_ns(child) };
+		__u32 dying = BPF_CORE_READ(father, tgid);
+		__u32 *by = bpf_map_lookup_elem(&handed, &key);
+		if (by && *by == dying) {
+			if (handover == HANDOVER_FINAL)
+				bpf_map_delete_elem(&handed, &key);
+			return 0;
+		}
+		if (handover == HANDOVER_MAYBE)
+			bpf_map_update_elem(&handed, &key, &dying, BPF_ANY);
+	}
 
 	struct event *e = reserve_event(EVENT_ADOPTION);
 	if (!e)
@@ -209,10 +268,24 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags)
 	return 0;
 }
 
-/* Walks the dying process's children (all on this last thread's list: a
- * thread that exits earlier hands its children to a live sibling thread). */
+/* Walks an exiting thread's children: those it forked itself (a child is on
+ * the list of the thread that forked it) and those earlier-exiting threads
+ * of its group handed to it. forget_original_parent() hands them over later
+ * in do_exit(), to a thread of the group without PF_EXITING if there is one
+ * then. A thread that exits alone leaves them to its live siblings. In a
+ * group exit (SIGNAL_GROUP_EXIT) every thread is about to set PF_EXITING and
+ * the children leave the process whichever thread hands them out: they are
+ * reported now, and the handed map keeps a sibling that still takes them
+ * over from reporting them again. */
 static __always_inline void report_orphans(struct task_struct *father)
 {
+	bool live = has_live_thread(father);
+	__u32 handover = HANDOVER_NONE;
+	if (BPF_CORE_READ(father, signal, flags) & SIGNAL_GROUP_EXIT)
+		handover = live ? HANDOVER_MAYBE : HANDOVER_FINAL;
+	else if (live)
+		return; /* a live thread takes them: nobody is adopted */
+
 	struct task_ref scratch = {};
 	struct pid_namespace *ns = read_ns(father, &scratch);
 	if (!ns)
@@ -220,7 +293,12 @@ static __always_inline void report_orphans(struct task_struct *father)
 	__u32 flags = 0;
 	struct task_struct *reaper = predict_reaper(father, ns, &flags);
 	if (!reaper)
-		return; /* nobody adopts: the children are being killed */
+		return; /* the namespace is being killed */
+	/* Orphans of host processes handed to the host's init are routine
+	 * (daemons detach that way) and user space never flags them. */
+	if (!stream_all && scratch.ns_level == 0 && !(flags & EVENT_REAPER_GUESSED) &&
+	    reaper == BPF_CORE_READ(ns, child_reaper))
+		return;
 
 	/* Read as numbers: the first child's prev link is the list head. */
 	__u64 pos = (__u64)BPF_CORE_READ(father, children.next);
@@ -232,32 +310,27 @@ static __always_inline void report_orphans(struct task_struct *father)
 			return;
 		if (i >= limit)
 			break;
-		report_orphan(pos - sibling_off, (__u64)reaper, flags);
-		struct list_head *node = (struct list_head *)pos;
-		pos = (__u64)BPF_CORE_READ(node, next);
+		report_orphan(pos - sibling_off, (__u64)reaper, flags, handover);
+		__u64 next = (__u64)BPF_CORE_READ((struct list_head *)pos, next);
+		/* release_task() unlinks an auto-reaped child with list_del_init(),
+		 * which points it at itself: the rest of the list is out of reach. */
+		if (next == pos)
+			return;
+		pos = next;
 	}
 	if (pos != head)
 		count(COUNTER_CHILDREN_TRUNCATED);
 }
 
-/* Whether a comm is "postgres" or "postmaster": two loads and compares. */
-static __always_inline bool comm_is_postgres(const char *comm)
+/* Every exiting thread, and the process exit when group_dead. Like fork, this
+ * runs for every thread on the host: typed pointers are read directly, and
+ * maps are touched only when the process can have entries. */
+static __always_inline int thread_exit(struct task_struct *task, bool group_dead)
 {
-	__u64 head = *(__u64 *)comm;
-	__u64 tail = *(__u64 *)(comm + 8);
-	return (head == *(__u64 *)"postgres" && (tail & 0xff) == 0) ||
-	       (head == *(__u64 *)"postmast" && (tail & 0xffffff) == ('e' | 'r' << 8));
-}
-
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(handle_exit, struct task_struct *task)
-{
-	/* do_exit() decrements signal->live just before this tracepoint: zero
-	 * means this is the last thread, i.e. the process is gone. Like fork,
-	 * this runs for every process: typed pointers are read directly, and
-	 * maps are touched only when the process can have entries. */
-	struct signal_struct *sig = task->signal;
-	if (sig->live.counter != 0)
+	/* One load for the common case of no children. */
+	if (task->children.next != &task->children)
+		report_orphans(task);
+	if (!group_dead)
 		return 0;
 	count(COUNTER_EXITS);
 
@@ -270,9 +343,9 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 			count(COUNTER_BIRTHS_EVICTED);
 	}
 
-	if (task->children.next != &task->children)
-		report_orphans(task);
-
+	/* The wait(2) status: see exit_status_of. */
+	struct signal_struct *sig = task->signal;
+	__u32 status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code : task->exit_code;
 	struct task_struct *parent = task->real_parent;
 	__u32 parent_tgid = parent->tgid;
 	bool adopted = birth && (birth->flags & BIRTH_FORKED) && birth->ancestry[0].tgid != parent_tgid;
@@ -282,9 +355,7 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 		 * backend exits: abnormal ones, and where a record should say whether
 		 * it was adopted but none does (older than the agent, or evicted).
 		 * The map is asked only when a comm says postgres; the start time
-		 * check is left to user space. The wait(2) status: see
-		 * exit_status_of. */
-		__u32 status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code : task->exit_code;
+		 * check is left to user space. */
 		bool abnormal = (status & 0x7f) || ((status >> 8) & 0xff) >= 2;
 		__u32 tgid = task->tgid;
 		if (comm_is_postgres(task->group_leader->comm) && bpf_map_lookup_elem(&watched, &tgid))
@@ -307,7 +378,7 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 	if (send) {
 		struct event *e = reserve_event(EVENT_EXIT);
 		if (e) {
-			e->exit_status = exit_status_of(task);
+			e->exit_status = status;
 			if (adopted)
 				e->flags |= EVENT_ADOPTED;
 			read_task_ref(task, &e->task);
@@ -324,5 +395,29 @@ int BPF_PROG(handle_exit, struct task_struct *task)
 		bpf_map_delete_elem(&execs, &key);
 	if (birth)
 		bpf_map_delete_elem(&births, &key);
+	/* Killed by a signal: its signal record, if any, is spent. Deleting it
+	 * keeps dead processes from pushing live ones out of the LRU map. */
+	if (status & 0x7f)
+		bpf_map_delete_elem(&signals, &key);
 	return 0;
+}
+
+/* Since 6.16 the tracepoint passes do_exit()'s own result of
+ * atomic_dec_and_test(&signal->live): exactly one thread of a group sees
+ * group_dead. User space loads this program where the kernel's BTF says so
+ * (btf_trace_sched_process_exit), else handle_exit_live. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
+{
+	return thread_exit(task, group_dead);
+}
+
+/* Before 6.16 the tracepoint passes only the task. do_exit() has
+ * decremented signal->live before it, so zero means the last thread; but
+ * the threads of a group exit decrement concurrently, and two of them can
+ * both read zero here: then the exit is reported twice. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit_live, struct task_struct *task)
+{
+	return thread_exit(task, task->signal->live.counter == 0);
 }

@@ -56,17 +56,23 @@ struct mm_struct___old {
 	struct mm_rss_stat___old rss_stat;
 } __attribute__((preserve_access_index));
 
-/* enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES } */
-static __always_inline __u64 rss_pages(struct mm_struct *mm, int member)
-{
-	long n;
-	if (bpf_core_field_exists(((struct mm_struct___old *)mm)->rss_stat.count))
-		n = BPF_CORE_READ((struct mm_struct___old *)mm, rss_stat.count[member].counter);
-	else
-		n = BPF_CORE_READ(mm, rss_stat[member].count);
-	return n > 0 ? n : 0; /* per-CPU deltas can make the sum dip below zero */
-}
+/* Pages counted in mm->rss_stat[i], i of enum { MM_FILEPAGES, MM_ANONPAGES,
+ * MM_SWAPENTS, MM_SHMEMPAGES }. A macro, so that i is a constant in each
+ * read and CO-RE relocates the element's offset with the kernel's own
+ * sizeof(struct percpu_counter), which varies with its config. The sum of
+ * per-CPU deltas can dip below zero: read as 0. */
+#define RSS_PAGES(mm, i) ({								\
+	long __n;									\
+	if (bpf_core_field_exists(((struct mm_struct___old *)(mm))->rss_stat.count))	\
+		__n = BPF_CORE_READ((struct mm_struct___old *)(mm), rss_stat.count[i].counter); \
+	else										\
+		__n = BPF_CORE_READ((mm), rss_stat[i].count);				\
+	(__u64)(__n > 0 ? __n : 0);							\
+})
 
+/* mark_victim passes (struct task_struct *, uid_t) since 6.9, (int pid) up
+ * to 6.8: user space loads this only where the kernel's BTF
+ * (btf_trace_mark_victim) has the task. */
 SEC("tp_btf/mark_victim")
 int BPF_PROG(handle_mark_victim, struct task_struct *victim)
 {
@@ -79,9 +85,9 @@ int BPF_PROG(handle_mark_victim, struct task_struct *victim)
 	struct mm_struct *mm = BPF_CORE_READ(victim, mm);
 	if (mm) {
 		e->oom.total_vm_pages = BPF_CORE_READ(mm, total_vm);
-		e->oom.file_rss_pages = rss_pages(mm, 0);
-		e->oom.anon_rss_pages = rss_pages(mm, 1);
-		e->oom.shmem_rss_pages = rss_pages(mm, 3);
+		e->oom.file_rss_pages = RSS_PAGES(mm, 0);
+		e->oom.anon_rss_pages = RSS_PAGES(mm, 1);
+		e->oom.shmem_rss_pages = RSS_PAGES(mm, 3);
 	}
 	e->oom.oom_score_adj = BPF_CORE_READ(victim, signal, oom_score_adj);
 	if (memcg_at_limit(victim))

@@ -28,7 +28,9 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define SI_KERNEL 0x80
 #define SI_USER 0
 #define SEND_SIG_PRIV ((struct kernel_siginfo *)1) /* include/linux/sched/signal.h */
-#define TRACE_SIGNAL_IGNORED 1                     /* include/trace/events/signal.h */
+/* enum trace_signal_action, include/trace/events/signal.h (since 3.7) */
+#define TRACE_SIGNAL_IGNORED 1
+#define TRACE_SIGNAL_ALREADY_PENDING 2 /* a non-realtime signal already pending: this one is dropped */
 #define TRACE_SIGNAL_OVERFLOW_FAIL 3
 
 static __always_inline bool terminates_by_default(int sig)
@@ -48,8 +50,10 @@ SEC("tp_btf/signal_generate")
 int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	     struct task_struct *task, int group, int result)
 {
+	/* A signal that is not queued must not overwrite the sender of the one
+	 * that is. */
 	if (!terminates_by_default(sig) || result == TRACE_SIGNAL_IGNORED ||
-	    result == TRACE_SIGNAL_OVERFLOW_FAIL)
+	    result == TRACE_SIGNAL_ALREADY_PENDING || result == TRACE_SIGNAL_OVERFLOW_FAIL)
 		return 0;
 
 	struct task_struct *sender = (struct task_struct *)bpf_get_current_task();
@@ -106,10 +110,14 @@ int BPF_PROG(handle_signal_deliver, int sig, struct kernel_siginfo *info, struct
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct proc_key key = { .tgid = BPF_CORE_READ(task, tgid), .start_ns = process_start_ns(task) };
 	struct signal_info *s = bpf_map_lookup_elem(&signals, &key);
+	if (!s)
+		return 0;
 	/* complete_signal() turns a fatal signal into a group exit when it is
-	 * sent, and get_signal() then traces the delivery as SIGKILL: that
-	 * SIGKILL is the delivery of the signal on record. */
-	if (!s || (s->signo != sig && sig != SIGKILL))
+	 * sent (signal->group_exit_code = sig), and get_signal() then traces the
+	 * delivery as SIGKILL. Any group exit is traced so, exit_group(2) too:
+	 * only one whose code is the signal on record delivers that signal. */
+	if (s->signo != sig &&
+	    (sig != SIGKILL || (BPF_CORE_READ(task, signal, group_exit_code) & 0x7f) != s->signo))
 		return 0;
 	s->delivered_ns = bpf_ktime_get_boot_ns();
 	s->flags |= SIGNAL_DEFAULT_ACTION;

@@ -8,7 +8,8 @@ packages=(
   tini dumb-init              # the init-as-PID-1 fix, tested
   prometheus                  # a real Prometheus server and promtool
   bpftrace hyperfine          # make bench: the peer detector and timing
-  util-linux                  # unshare, nsenter, setpriv
+  util-linux                  # unshare, nsenter, setpriv, taskset
+  gcc libc6-dev               # cc for the fork/exit storm driver (bench/storm)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -12,20 +12,21 @@ go vet ./...
 
 log=$(mktemp)
 fuzzlog=$(mktemp)
-trap 'rm -f "$log" "$fuzzlog"' EXIT
-echo "== go test (full log: $log)"
+trap 'rm -f "$fuzzlog"' EXIT
+echo "== go test (full log: $log, kept when a test fails)"
 status=0
 go test -count=1 -p 1 -timeout 45m -v ./... >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|---|panic:|\s+\S+_test\.go:[0-9]+:|\*\*\* SKIPPED)' "$log" | grep -v -- '--- PASS' || true
 if [ "$status" -ne 0 ]; then
-  echo "tests failed (status $status)"; exit "$status"
+  echo "tests failed (status $status); full log: $log"; exit "$status"
 fi
 skips=$(grep -c -- '--- SKIP' "$log" || true)
 if [ "$skips" -gt 0 ]; then
   grep -A2 -- '--- SKIP' "$log"
-  if [ "${CI:-}" = true ]; then echo "CI=true: $skips test(s) skipped"; exit 1; fi
+  if [ "${CI:-}" = true ]; then echo "CI=true: $skips test(s) skipped; full log: $log"; exit 1; fi
   echo "WARNING: $skips test(s) skipped: run as root (sudo make test) to run them all"
 fi
+rm -f "$log"
 echo "== fuzzing each target for 5s (make fuzz FUZZTIME=5m for longer)"
 ./scripts/fuzz.sh 5s >"$fuzzlog" 2>&1 || { cat "$fuzzlog"; echo "fuzzing found a failure"; exit 1; }
 grep -E '^(== |ok|FAIL)' "$fuzzlog"

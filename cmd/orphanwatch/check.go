@@ -30,7 +30,13 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 		sel.PID = pid
 		return nil
 	})
-	fs.StringVar(&sel.Container, "container", "", "only the postmasters in the container with this `id` (or a prefix of it, as docker ps or kubectl show it)")
+	fs.Func("container", "only the postmasters in the container with this `id` (or a prefix of it, as docker ps or kubectl show it)", func(s string) error {
+		if _, err := audit.ContainerPrefix(s); err != nil {
+			return err
+		}
+		sel.Container = s
+		return nil
+	})
 	jsonOut := fs.Bool("json", false, "print one JSON object with every postmaster and finding instead of the report")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: orphanwatch check [flags]

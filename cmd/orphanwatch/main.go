@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 
 	"github.com/orphanwatch/orphanwatch/internal/container"
 	"github.com/orphanwatch/orphanwatch/internal/probe"
@@ -25,7 +26,7 @@ import (
 const (
 	exitOK         = 0
 	exitError      = 1 // anything not below
-	exitUsage      = 2 // unknown flag or bad argument
+	exitUsage      = 2 // unknown flag, or a bad argument or value
 	exitPermission = 3 // not root, or missing capabilities
 	exitNoBTF      = 4 // the kernel has no BTF
 	exitKernel     = 5 // kernel too old, feature missing, program rejected
@@ -105,39 +106,53 @@ func failure(stderr io.Writer, command string, err error) int {
 	if errors.As(err, &lerr) {
 		return exitListen
 	}
+	if errors.Is(err, probe.ErrBadOption) {
+		return exitUsage
+	}
 	return exitError
 }
 
 // probeFlags are the kernel-side settings shared by trace and serve.
 type probeFlags struct {
-	cfg    probe.Config
-	refuse string
+	cfg probe.Config
 }
 
+// refuseEnv names a BPF program to refuse, as a kernel without it would:
+// only the end-to-end test of a missing kernel feature uses it, so it is an
+// environment variable rather than a flag shown in every -h.
+const refuseEnv = "ORPHANWATCH_REFUSE_PROGRAM"
+
 func (p *probeFlags) register(fs *flag.FlagSet) {
+	page := uint64(os.Getpagesize())
 	fs.BoolVar(&p.cfg.StreamAll, "all", false, "report every process exit, not only what can matter to PostgreSQL")
-	fs.Func("max-processes", fmt.Sprintf("birth records kept in the kernel for live processes; beyond, the oldest are evicted and counted (default %d)", probe.DefaultMaxProcesses), uintFlag(&p.cfg.MaxProcesses))
-	fs.Func("ringbuf-size", fmt.Sprintf("kernel-to-agent ring buffer in bytes, a power of two (default %d)", probe.DefaultRingBufferBytes), uintFlag(&p.cfg.RingBufferBytes))
-	fs.Func("max-children", fmt.Sprintf("orphans reported per dying parent (default %d)", probe.DefaultMaxChildren), uintFlag(&p.cfg.MaxChildren))
+	fs.Func("max-processes", fmt.Sprintf("birth records kept in the kernel for live processes; beyond, the oldest are evicted and counted (default %d)", probe.DefaultMaxProcesses),
+		numberFlag(&p.cfg.MaxProcesses, func(n uint64) bool { return n > 0 }, "must be a whole number greater than 0"))
+	fs.Func("ringbuf-size", fmt.Sprintf("kernel-to-agent ring buffer in bytes, a power of two of at least a page (default %d)", probe.DefaultRingBufferBytes),
+		numberFlag(&p.cfg.RingBufferBytes, func(n uint64) bool { return n >= page && n&(n-1) == 0 },
+			fmt.Sprintf("must be a power of two and at least one page (%d bytes), in bytes without a unit, e.g. %d", page, probe.DefaultRingBufferBytes)))
+	fs.Func("max-children", fmt.Sprintf("orphans reported per dying parent, 1 to %d (default %d)", probe.MaxChildrenBound, probe.DefaultMaxChildren),
+		numberFlag(&p.cfg.MaxChildren, func(n uint64) bool { return n >= 1 && n <= probe.MaxChildrenBound }, fmt.Sprintf("must be a whole number from 1 to %d", probe.MaxChildrenBound)))
 	fs.StringVar(&p.cfg.KernelBTF, "kernel-btf", os.Getenv("ORPHANWATCH_KERNEL_BTF"), "BTF file describing the running kernel (default /sys/kernel/btf/vmlinux; env ORPHANWATCH_KERNEL_BTF)")
-	fs.StringVar(&p.refuse, "refuse-program", "", "for testing: fail as a kernel would that lacks this BPF program (e.g. handle_exit)")
 }
 
 func (p *probeFlags) config() probe.Config {
 	cfg := p.cfg
-	if p.refuse != "" {
-		cfg.Refuse = []string{p.refuse}
+	if name := os.Getenv(refuseEnv); name != "" {
+		cfg.Refuse = []string{name}
 	}
 	return cfg
 }
 
-func uintFlag(dst *uint32) func(string) error {
+// numberFlag parses a decimal number strictly, so "64K" or "12abc" are
+// refused where fmt.Sscan would read 64 and 12, and checks it with valid;
+// want says what a valid value is, in the words of the flag's error.
+func numberFlag(dst *uint32, valid func(uint64) bool, want string) func(string) error {
 	return func(s string) error {
-		var n uint32
-		if _, err := fmt.Sscan(s, &n); err != nil || n == 0 {
-			return fmt.Errorf("want a positive number, got %q", s)
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || !valid(n) {
+			return errors.New(want)
 		}
-		*dst = n
+		*dst = uint32(n)
 		return nil
 	}
 }

@@ -74,17 +74,16 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		addrs = []string{exporter.DefaultListenAddress}
 	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)
-	if err == nil && (*maxComms <= 0 || *maxSeries <= 0) {
+	switch {
+	case err != nil:
+	case *maxComms <= 0 || *maxSeries <= 0:
 		err = errors.New("--metrics.max-comms and --metrics.max-series must be positive")
+	default:
+		err = checkWebFlags(*telemetryPath, *webConfig)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "orphanwatch serve: %v\n", err)
 		return exitUsage
-	}
-	if *webConfig != "" {
-		if err := web.Validate(*webConfig); err != nil {
-			return failure(stderr, "serve", fmt.Errorf("invalid --web.config.file %s: %w", *webConfig, err))
-		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -114,12 +113,11 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		Listeners: listeners, TelemetryPath: *telemetryPath, WebConfigFile: *webConfig,
 		Registry: registry, Log: log,
 	})
-	if err != nil {
+	if err != nil { // the flags were checked: this is not a usage error
 		for _, l := range listeners {
 			l.Close()
 		}
-		fmt.Fprintf(stderr, "orphanwatch serve: %v\n", err)
-		return exitUsage
+		return failure(stderr, "serve", err)
 	}
 	// /healthz answers, and /readyz says not yet, while the programs load.
 	ctx, cancel := context.WithCancel(ctx)
@@ -172,6 +170,9 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		hooks = append(hooks, a.Hook)
 	}
 	log.Info("attached", "version", version.String(), "hooks", strings.Join(hooks, ","))
+	for _, why := range p.Unavailable() {
+		log.Warn(why)
+	}
 	pid1 := 0
 	for _, pm := range postmasters {
 		if pm.PID1() {
@@ -195,6 +196,18 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped: BPF programs detached")
 	return exitOK
+}
+
+// checkWebFlags checks --web.telemetry-path and --web.config.file before
+// anything is bound or loaded, so a mistake in either is a usage error.
+func checkWebFlags(telemetryPath, webConfig string) error {
+	if err := exporter.CheckTelemetryPath(telemetryPath); err != nil {
+		return fmt.Errorf("--web.telemetry-path %q %w", telemetryPath, err)
+	}
+	if err := web.Validate(webConfig); err != nil { // nil for ""
+		return fmt.Errorf("--web.config.file %s is not a usable web configuration: %v", webConfig, err)
+	}
+	return nil
 }
 
 // newLogger logs to stderr in Prometheus' formats: logfmt (slog's text

@@ -26,12 +26,6 @@ import (
 // tableSize bounds the user-space process table.
 const tableSize = 65536
 
-// knownVerdicts are the values --verdict accepts.
-var knownVerdicts = []verdict.Verdict{
-	verdict.CrashRestart, verdict.Adopted, verdict.Adoption, verdict.PostmasterPID1, verdict.PostmasterStart,
-	verdict.PostmasterExit, verdict.ServerCrash, verdict.OOMKill, verdict.CrashRestartConfirmed, verdict.Exit, verdict.Signal,
-}
-
 func traceCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	var pf probeFlags
@@ -41,14 +35,11 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.Bool("json", false, "one JSON object per line on stdout instead of the table")
 	duration := fs.Duration("duration", 0, "stop after this long (default: until Ctrl-C)")
 	var filter recordFilter
-	fs.Func("pid", "only this process (host pid, or pid in its namespace)", func(s string) error {
-		_, err := fmt.Sscan(s, &filter.pid)
-		return err
-	})
+	fs.Func("pid", "only this process (host pid, or pid in its namespace)", numberFlag(&filter.pid, func(n uint64) bool { return n > 0 }, "must be a process id greater than 0"))
 	fs.StringVar(&filter.comm, "comm", "", "only processes with this command name")
 	fs.Func("verdict", "only these verdicts, comma separated: "+joinVerdicts(), func(s string) error {
 		for _, v := range strings.Split(s, ",") {
-			if !slices.Contains(knownVerdicts, verdict.Verdict(v)) {
+			if !slices.Contains(verdict.All, verdict.Verdict(v)) {
 				return fmt.Errorf("unknown verdict %q (known: %s)", v, joinVerdicts())
 			}
 			filter.verdicts = append(filter.verdicts, verdict.Verdict(v))
@@ -66,6 +57,12 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Before loading: the Kubernetes namer may wait for the API, and
+	// attached programs would fill the ring buffer meanwhile, unread.
+	names, closeNames := nf.namer(ctx, log)
+	defer closeNames()
+
 	p, err := probe.Load(pf.config())
 	if err != nil {
 		return failure(stderr, "trace", err)
@@ -77,9 +74,6 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 		out = report.NewJSONWriter(stdout)
 	}
 	filter.next = out
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	names, closeNames := nf.namer(ctx, log)
-	defer closeNames()
 	table := lineage.New(procfs.Default, tableSize)
 	ag := agent.New(agent.Config{
 		Kernel: p, Table: table, Proc: procfs.Default,
@@ -108,8 +102,8 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 }
 
 func joinVerdicts() string {
-	names := make([]string, len(knownVerdicts))
-	for i, v := range knownVerdicts {
+	names := make([]string, len(verdict.All))
+	for i, v := range verdict.All {
 		names[i] = string(v)
 	}
 	return strings.Join(names, ", ")
@@ -150,6 +144,9 @@ func printHeader(w io.Writer, p *probe.Probe, postmasters []*lineage.Postmaster)
 		hooks = append(hooks, a.Hook)
 	}
 	fmt.Fprintf(w, "orphanwatch %s: attached to %s\n", version.String(), strings.Join(hooks, ", "))
+	for _, why := range p.Unavailable() {
+		fmt.Fprintf(w, "orphanwatch: warning: %s\n", why)
+	}
 	fmt.Fprintf(w, "orphanwatch: %d postmaster(s) running", len(postmasters))
 	pid1 := 0
 	for _, pm := range postmasters {
@@ -185,7 +182,7 @@ func printHeader(w io.Writer, p *probe.Probe, postmasters []*lineage.Postmaster)
 func printSummary(w io.Writer, ag *agent.Agent, p *probe.Probe, table *lineage.Table, elapsed time.Duration) {
 	stats := ag.Stats()
 	var parts []string
-	for _, v := range knownVerdicts {
+	for _, v := range verdict.All {
 		if n := stats.Reported[v]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", v, n))
 		}

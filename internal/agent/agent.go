@@ -5,6 +5,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -26,7 +28,8 @@ type Kernel interface {
 	Unwatch(pid uint32) error     // it exited
 }
 
-// Sink receives every reported record, in order, from one goroutine.
+// Sink receives every reported record, in order, one at a time (under the
+// agent's lock).
 type Sink interface {
 	Write(*report.Record) error
 }
@@ -45,10 +48,14 @@ type Config struct {
 	Names container.Namer
 }
 
-// Agent is the pipeline. Handle runs on the reader goroutine; Stats and
-// the table may be read from others.
+// Agent is the pipeline. Handle runs on the reader goroutine, the
+// confirmer's checks on timers: mu makes them take turns, so the sinks and
+// the confirmer's state see one thing at a time. Stats and the table may be
+// read from other goroutines.
 type Agent struct {
 	cfg          Config
+	mu           sync.Mutex
+	stopped      bool     // Run returned: late timers write nothing
 	byVerdict    sync.Map // verdict.Verdict -> *atomic.Uint64, reported records
 	byKind       [8]atomic.Uint64
 	mispredicted atomic.Uint64
@@ -84,6 +91,8 @@ func (a *Agent) Start() ([]*lineage.Postmaster, error) {
 // ReportRunning reports the postmasters found at start that are PID 1 of
 // their namespace (and, with All, the others).
 func (a *Agent) ReportRunning(postmasters []*lineage.Postmaster) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, pm := range postmasters {
 		d := verdict.OnPostmasterStart(pm.NSPid)
 		if !d.Flagged && !a.cfg.All {
@@ -101,8 +110,12 @@ func (a *Agent) ReportRunning(postmasters []*lineage.Postmaster) {
 }
 
 // Run reads events until ctx ends, sweeping the table now and then for
-// processes whose exits were not reported. read is the probe's Read.
+// processes whose exits were not reported. read is the probe's Read. Before
+// it returns, crash-restarts still being confirmed are decided and every
+// record is flushed.
 func (a *Agent) Run(ctx context.Context, read func(context.Context, func(*event.Event), func()) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
 		tick := time.NewTicker(time.Minute)
 		defer tick.Stop()
@@ -111,19 +124,51 @@ func (a *Agent) Run(ctx context.Context, read func(context.Context, func(*event.
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				a.cfg.Table.Sweep()
+				a.sweep()
 			}
 		}
 	}()
-	defer a.flush()
-	return read(ctx, a.Handle, a.flush)
+	err := read(ctx, a.Handle, func() { a.locked(a.flush) })
+	a.locked(func() {
+		a.confirm.settleNow()
+		a.flush()
+		a.stopped = true
+	})
+	return err
+}
+
+// locked runs fn under the agent's lock, unless Run has returned.
+func (a *Agent) locked(fn func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.stopped {
+		fn()
+	}
+}
+
+// sweep forgets processes and postmasters that are gone without their exit
+// being reported (the kernel reports only exits that can matter, and a full
+// ring buffer drops some).
+func (a *Agent) sweep() {
+	procs, postmasters := a.cfg.Table.Sweep()
+	a.locked(func() {
+		for _, pm := range postmasters {
+			if err := a.cfg.Kernel.Unwatch(pm.Key.PID); err != nil {
+				a.cfg.Log.Warn("unwatching postmaster", "pid", pm.Key.PID, "err", err)
+			}
+			a.confirm.forget(pm.Key)
+		}
+	})
+	if procs+len(postmasters) > 0 {
+		a.cfg.Log.Debug("swept processes gone unreported", "processes", procs, "postmasters", len(postmasters))
+	}
 }
 
 // flusher is a sink that buffers.
 type flusher interface{ Flush() error }
 
-// flush writes out what buffering sinks hold: called when the kernel has
-// nothing more for now.
+// flush writes out what buffering sinks hold: called, under the lock, when
+// the kernel has nothing more for now.
 func (a *Agent) flush() {
 	for _, s := range a.cfg.Sinks {
 		if f, ok := s.(flusher); ok {
@@ -138,6 +183,8 @@ func (a *Agent) flush() {
 // Handle processes one event. For an ordinary exit (no postmaster involved)
 // it allocates nothing.
 func (a *Agent) Handle(ev *event.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.byKind[ev.Kind&7].Add(1)
 	switch ev.Kind {
 	case event.KindExit:
@@ -193,11 +240,12 @@ func (a *Agent) onExit(ev *event.Event) {
 	}
 }
 
-// origin: the kernel's birth record when there is one, else the table's
-// knowledge from /proc.
+// origin: the kernel's birth record when there is one (adopted when the
+// parent now is not the parent at birth, as the exit program decides for
+// EVENT_ADOPTED), else the table's knowledge from /proc.
 func origin(ev *event.Event, proc *lineage.Process) verdict.Origin {
 	if ev.Flags&event.HasBirth != 0 && ev.Birth.Flags&event.BirthForked != 0 {
-		if ev.Flags&event.Adopted != 0 {
+		if ev.Flags&event.Adopted != 0 || ev.Birth.Ancestry[0].PID != ev.Parent.PID {
 			return verdict.OriginAdopted
 		}
 		return verdict.OriginForked
@@ -252,8 +300,12 @@ func (a *Agent) onExec(ev *event.Event) {
 	parentExe, _ := a.cfg.Proc.Exe(int(ev.Parent.PID))
 	parentIsServer := verdict.IsServerBinary(parentExe, ev.Parent.Comm.String())
 	pm, err := a.cfg.Table.AddPostmaster(int(ev.Task.PID), parentIsServer)
+	if errors.Is(err, lineage.ErrNotPostmaster) || errors.Is(err, fs.ErrNotExist) {
+		return // a run-once mode, or already gone
+	}
 	if err != nil {
-		return // a backend's helper, a run-once mode, or already gone
+		a.cfg.Log.Warn("a postmaster started but /proc could not tell about it: it is not watched", "pid", ev.Task.PID, "err", err)
+		return
 	}
 	if err := a.cfg.Kernel.Watch(pm.Key); err != nil {
 		a.cfg.Log.Warn("watching postmaster", "pid", pm.Key.PID, "err", err)
@@ -306,11 +358,16 @@ func (a *Agent) report(ev *event.Event, f report.Facts) {
 func (a *Agent) build(ev *event.Event, f report.Facts) report.Record {
 	f.Wall = a.cfg.Wall
 	r := report.Build(ev, f)
+	a.addNames(&r)
+	return r
+}
+
+// addNames adds the container's and pod's names, when a namer knows them.
+func (a *Agent) addNames(r *report.Record) {
 	if a.cfg.Names != nil {
 		names := a.cfg.Names.Names(container.Ref{ID: r.ContainerID, PodUID: r.PodUID})
 		r.Namespace, r.Pod, r.Container = names.Namespace, names.Pod, names.Container
 	}
-	return r
 }
 
 func (a *Agent) emit(r *report.Record) {
@@ -333,7 +390,7 @@ func (a *Agent) counter(v verdict.Verdict) *atomic.Uint64 {
 
 // Stats is a snapshot of what the agent has seen.
 type Stats struct {
-	Reported     map[verdict.Verdict]uint64 // records written, by verdict
+	Reported     map[verdict.Verdict]uint64 // records handed to the sinks, by verdict
 	Events       map[event.Kind]uint64      // events handled, by kind
 	Mispredicted uint64                     // adoptions where the orphan died under another parent than predicted
 	SinkErrors   uint64                     // records a sink failed to write

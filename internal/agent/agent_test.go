@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"io"
 	"strings"
 	"sync"
@@ -145,28 +146,151 @@ func TestSeedIncidentVerdictAndRecord(t *testing.T) {
 	}
 }
 
-// A crash-restart is confirmed only by the postmaster's SIGQUIT fan-out.
-func TestCrashRestartConfirmedByFanOut(t *testing.T) {
-	f := newFixture(t, false)
-	f.postmasterExec()
-	f.agent.Handle(psqlExit())
-	for _, child := range []uint32{101, 102, 103} {
-		for range 2 { // to the pid, then to its process group
-			ev := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(child, child, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
+// fanOut is the postmaster's crash handling: SIGQUIT to each child, to the
+// pid and then to its process group, at boot time at (ns).
+func (f *fixture) fanOut(at uint64, children ...uint32) {
+	for _, child := range children {
+		for range 2 {
+			ev := &event.Event{Kind: event.KindSignal, Time: at, Task: task(child, child, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
 			ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
 			f.agent.Handle(ev)
 		}
 	}
-	deadline := time.Now().Add(3 * time.Second)
+}
+
+// restart is what /proc shows once the postmaster restarted: a child of
+// it that started after the fan-out (by default at 0.501 s of boot time,
+// 50 ticks).
+func (f *fixture) restart(startTicks ...uint64) {
+	start := uint64(52)
+	if len(startTicks) > 0 {
+		start = startTicks[0]
+	}
+	f.proc.Add(procfstest.Proc{PID: 110, PPID: 100, Comm: "postgres", Start: start, Exe: pgBin})
+}
+
+func (f *fixture) waitConfirmed(within time.Duration) []report.Record {
+	deadline := time.Now().Add(within)
 	for len(f.sink.byVerdict("crash-restart-confirmed")) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	rs := f.sink.byVerdict("crash-restart-confirmed")
+	return f.sink.byVerdict("crash-restart-confirmed")
+}
+
+// A crash-restart is confirmed by the postmaster's SIGQUIT fan-out followed
+// by its restart (a new child).
+func TestCrashRestartConfirmedByFanOut(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(psqlExit())
+	f.fanOut(50e7+1e6, 101, 102, 103)
+	f.restart()
+	rs := f.waitConfirmed(3 * time.Second)
 	if len(rs) != 1 {
 		t.Fatalf("confirmed records: %d", len(rs))
 	}
 	if rs[0].Terminated != 3 || rs[0].Trigger == nil || rs[0].Trigger.Comm != "psql" || rs[0].Trigger.Signal != "SIGPIPE" {
 		t.Errorf("confirmed = terminated %d trigger %+v", rs[0].Terminated, rs[0].Trigger)
+	}
+}
+
+// restart_after_crash = off: the same fan-out, then the postmaster exits.
+// PostgreSQL did not restart, so nothing is confirmed.
+func TestFanOutWithoutRestartIsNotConfirmed(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(psqlExit())
+	f.fanOut(50e7+1e6, 101, 102)
+	f.proc.Remove(100)
+	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {
+		t.Errorf("a crash shutdown was confirmed as a crash-restart: %+v", rs)
+	}
+}
+
+// A postmaster that fans out and stays without a new child (its children
+// still dying) is confirmed once it forks, within the deadline, and not
+// after it.
+func TestRestartIsWaitedForUntilADeadline(t *testing.T) {
+	f := newFixture(t, false)
+	f.agent.confirm.settle, f.agent.confirm.recheck, f.agent.confirm.giveUp = 50*time.Millisecond, 50*time.Millisecond, 600*time.Millisecond
+	f.postmasterExec()
+	f.agent.Handle(psqlExit())
+	f.fanOut(50e7+1e6, 101)
+	time.Sleep(300 * time.Millisecond)
+	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
+		t.Fatalf("confirmed before the restart: %+v", rs)
+	}
+	f.restart()
+	if rs := f.waitConfirmed(time.Second); len(rs) != 1 {
+		t.Fatalf("confirmed records after the restart: %d", len(rs))
+	}
+
+	// The next crash: no restart within the deadline, no confirmation.
+	f.proc.Remove(110)
+	f.fanOut(90e7, 101)
+	time.Sleep(time.Second)
+	f.restart(95) // too late
+	time.Sleep(200 * time.Millisecond)
+	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 1 {
+		t.Errorf("confirmed records = %d, want still 1", len(rs))
+	}
+}
+
+// trace --duration ends a second after a crash: Run decides the pending
+// confirmation before it returns, and nothing is written after.
+func TestRunSettlesPendingConfirmationsBeforeReturning(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.restart()
+	read := func(ctx context.Context, handle func(*event.Event), idle func()) error {
+		handle(psqlExit())
+		f.fanOut(50e7+1e6, 101, 102)
+		idle()
+		return nil
+	}
+	if err := f.agent.Run(context.Background(), read); err != nil {
+		t.Fatal(err)
+	}
+	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 1 || rs[0].Terminated != 2 {
+		t.Fatalf("confirmed when Run returned: %+v", rs)
+	}
+	n := len(f.sink.records)
+	time.Sleep(1500 * time.Millisecond)
+	if len(f.sink.records) != n {
+		t.Errorf("records written after Run returned: %+v", f.sink.records[n:])
+	}
+}
+
+// A smart shutdown (SIGTERM) of PostgreSQL 12-14 ends with a SIGQUIT to the
+// statistics collector, possibly long after: still a shutdown.
+func TestSignalAfterASmartShutdownIsNotConfirmed(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	toPM := &event.Event{Kind: event.KindSignal, Time: 60e7, Task: postmaster, Parent: task(400, 400, 55, "pg_ctl"), Flags: event.HasSignal}
+	toPM.Signal = event.Signal{Signo: uint32(unix.SIGTERM), SenderPID: 400}
+	f.agent.Handle(toPM)
+	later := 60e7 + uint64(2*time.Hour)
+	f.restart(later/1e7 + 5)
+	f.fanOut(later, 101)
+	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {
+		t.Errorf("a shutdown was confirmed as a crash-restart: %+v", rs)
+	}
+}
+
+// The OOM killer chose a process the postmaster adopted: the kernel's birth
+// record says so (its parent at birth is not the postmaster).
+func TestOOMKillOfAnAdopteeHasTheAdoptedRole(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	ev := &event.Event{Kind: event.KindOOM, Time: 55e7, Flags: event.HasBirth}
+	ev.Task, ev.Parent = task(300, 9, 40, "psql"), postmaster
+	ev.Birth.Flags = event.BirthForked | event.BirthExeced
+	ev.Birth.Ancestry[0] = event.Ancestor{PID: 299}
+	copy(ev.Birth.Exe[:], "/usr/bin/psql")
+	f.agent.Handle(ev)
+	rs := f.sink.byVerdict("oom-kill")
+	if len(rs) != 1 || rs[0].OOM == nil || rs[0].OOM.Role != "adopted" || !rs[0].CrashRestart {
+		t.Fatalf("oom-kill records = %+v", rs)
 	}
 }
 
@@ -181,8 +305,8 @@ func TestImmediateShutdownIsNotConfirmed(t *testing.T) {
 	ev := &event.Event{Kind: event.KindSignal, Time: 60e7 + 1e6, Task: task(101, 101, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
 	ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
 	f.agent.Handle(ev)
-	time.Sleep(1500 * time.Millisecond)
-	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
+	f.restart()
+	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {
 		t.Errorf("an immediate shutdown was confirmed as a crash-restart: %+v", rs)
 	}
 }
@@ -282,11 +406,8 @@ func TestBackendToldToQuitIsAConsequenceEvenIfItsSignalRecordMoved(t *testing.T)
 	if rs := f.sink.byVerdict("server-crash"); len(rs) != 0 {
 		t.Errorf("a backend told to quit was reported as a crash: %+v", rs)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for len(f.sink.byVerdict("crash-restart-confirmed")) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	rs := f.sink.byVerdict("crash-restart-confirmed")
+	f.restart()
+	rs := f.waitConfirmed(3 * time.Second)
 	if len(rs) != 1 || rs[0].Trigger == nil || rs[0].Trigger.Comm != "psql" {
 		t.Fatalf("confirmed = %+v, want one naming psql", rs)
 	}

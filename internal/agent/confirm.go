@@ -1,7 +1,8 @@
 package agent
 
 import (
-	"sync"
+	"errors"
+	"io/fs"
 	"time"
 
 	"github.com/orphanwatch/orphanwatch/internal/event"
@@ -14,43 +15,57 @@ import (
 // How a crash-restart looks from the kernel (postmaster.c HandleChildCrash,
 // PostgreSQL 12-18): the postmaster, itself unsignalled, sends SIGQUIT
 // (SIGABRT with send_abort_for_crash, 16+) to every child, to its pid and to
-// its process group, then SIGKILL to those still alive after 5 s. An
-// immediate shutdown looks the same, except the postmaster was sent SIGQUIT
-// (pg_ctl stop -m immediate) just before.
+// its process group, then SIGKILL to those still alive after 5 s, and once
+// they are all gone forks a new startup process. An immediate shutdown fans
+// out the same way, but the postmaster was sent SIGQUIT (pg_ctl stop -m
+// immediate) first; with restart_after_crash = off it exits instead of
+// forking. So a fan-out is confirmed only when the postmaster, not asked to
+// shut down, forks again afterwards.
 const (
 	// fanOutWindow: the fan-out must start this soon after the trigger.
 	fanOutWindow = 10 * time.Second
 	// settle: the fan-out is counted this long after its first signal; the
 	// postmaster signals all children in one loop.
 	settle = time.Second
-	// shutdownWindow: a signal to the postmaster this recent makes a fan-out
-	// a shutdown, not a crash-restart.
-	shutdownWindow = 30 * time.Second
+	// recheck: how often to look again for the postmaster's new child.
+	recheck = 500 * time.Millisecond
+	// giveUp: how long after the fan-out a restart may take to show: the
+	// SIGKILL to recalcitrant children comes after 5 s.
+	giveUp = 12 * time.Second
+	// toldFor: how long a child told to quit counts as a consequence.
+	toldFor = time.Minute
+	// tickSlack: /proc start times are in clock ticks, rounded down.
+	tickSlack = uint64(1e9 / event.TicksPerSecond)
 )
 
 // confirmer turns a postmaster's fan-out into a crash-restart-confirmed
-// record, naming the trigger when it saw one.
+// record, naming the trigger when it saw one. It runs under the agent's
+// lock: on the event loop, and on its own timers.
 type confirmer struct {
-	agent *Agent
-	mu    sync.Mutex
-	state map[event.ProcessKey]*fanOut
+	agent                   *Agent
+	settle, recheck, giveUp time.Duration // the constants above; tests shorten them
+	state                   map[event.ProcessKey]*fanOut
 }
 
 type fanOut struct {
 	pm        *lineage.Postmaster
 	trigger   *report.Trigger
 	triggerAt uint64 // boot ns
-	signaled  uint64 // boot ns of the last shutdown signal sent to the postmaster
-	targets   map[uint32]bool
-	first     uint64
-	timer     *time.Timer
+	// shutdown: the postmaster was asked to stop (SIGTERM, SIGINT, SIGQUIT,
+	// SIGKILL). Whatever it does until it exits is not a crash-restart; on
+	// PostgreSQL 12-14 a smart shutdown ends with a SIGQUIT to the stats
+	// collector, possibly hours later.
+	shutdown bool
+	targets  map[uint32]bool
+	first    uint64 // boot ns of the fan-out's first signal
+	timer    *time.Timer
 	// told: children the postmaster sent SIGQUIT/SIGABRT, by pid -> boot ns,
 	// kept past the count so their deaths are known for consequences.
 	told map[uint32]uint64
 }
 
 func newConfirmer(a *Agent) *confirmer {
-	return &confirmer{agent: a, state: make(map[event.ProcessKey]*fanOut)}
+	return &confirmer{agent: a, settle: settle, recheck: recheck, giveUp: giveUp, state: make(map[event.ProcessKey]*fanOut)}
 }
 
 func (c *confirmer) get(pm *lineage.Postmaster) *fanOut {
@@ -65,8 +80,6 @@ func (c *confirmer) get(pm *lineage.Postmaster) *fanOut {
 // expect records a death, reported with verdict v, that should make pm
 // crash-restart.
 func (c *confirmer) expect(pm *lineage.Postmaster, ev *event.Event, v verdict.Verdict) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	signal := ""
 	if ev.Kind == event.KindOOM {
 		signal = "SIGKILL"
@@ -74,11 +87,19 @@ func (c *confirmer) expect(pm *lineage.Postmaster, ev *event.Event, v verdict.Ve
 		signal = event.SignalName(ev.Status.Signal())
 	}
 	f := c.get(pm)
-	if f.trigger != nil && ev.Time-f.triggerAt < uint64(fanOutWindow) {
+	if f.trigger != nil && since(ev.Time, f.triggerAt) < fanOutWindow {
 		return // the first death is the one PostgreSQL reacts to
 	}
 	f.trigger = &report.Trigger{PID: ev.Task.PID, NSPid: ev.Task.NSPid, Comm: ev.Task.Comm.String(), Verdict: string(v), Signal: signal}
 	f.triggerAt = ev.Time
+}
+
+// since is how long after then now is; 0 when events arrive out of order.
+func since(now, then uint64) time.Duration {
+	if now < then {
+		return 0
+	}
+	return time.Duration(now - then)
 }
 
 // told reports whether pm told the process pid to quit (crash handling or
@@ -86,30 +107,31 @@ func (c *confirmer) expect(pm *lineage.Postmaster, ev *event.Event, v verdict.Ve
 // holds even when a later signal it handled replaced the SIGQUIT in the
 // kernel's per-process record.
 func (c *confirmer) told(pm *lineage.Postmaster, pid uint32, now uint64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	f := c.state[pm.Key]
 	if f == nil {
 		return false
 	}
 	at, ok := f.told[pid]
-	return ok && now-at < uint64(time.Minute)
+	return ok && since(now, at) < toldFor
 }
 
 // observe takes a signal event (sent by or to a postmaster).
 func (c *confirmer) observe(ev *event.Event) {
 	table := c.agent.cfg.Table
 	sig := unix.Signal(ev.Signal.Signo)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if pm := table.Postmaster(ev.Task.Key()); pm != nil {
 		// Sent to the postmaster: pg_ctl stop (TERM smart, INT fast, QUIT immediate).
 		if sig == unix.SIGQUIT || sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGKILL {
-			c.get(pm).signaled = ev.Time
+			f := c.get(pm)
+			f.shutdown = true
+			if f.timer != nil {
+				f.timer.Stop()
+				f.timer = nil
+			}
 		}
 		return
 	}
-	pm := table.Postmaster(ev.Parent.Key())
+	pm := table.Postmaster(ev.Parent.Key()) // a signal event's Parent is its sender
 	if pm == nil || (sig != unix.SIGQUIT && sig != unix.SIGABRT) {
 		return
 	}
@@ -118,51 +140,109 @@ func (c *confirmer) observe(ev *event.Event) {
 		f.told = make(map[uint32]uint64)
 	}
 	for pid, at := range f.told {
-		if ev.Time-at > uint64(time.Minute) {
+		if since(ev.Time, at) > toldFor {
 			delete(f.told, pid)
 		}
 	}
 	f.told[ev.Task.PID] = ev.Time
-	if f.signaled != 0 && ev.Time-f.signaled < uint64(shutdownWindow) {
-		return // an immediate shutdown, not a crash
+	if f.shutdown {
+		return // a shutdown, not a crash
 	}
 	if f.timer == nil {
 		f.first = ev.Time
 		f.targets = make(map[uint32]bool)
-		f.timer = time.AfterFunc(settle, func() { c.finish(pm.Key) })
+		key := pm.Key
+		deadline := time.Now().Add(c.giveUp)
+		f.timer = time.AfterFunc(c.settle, func() { c.agent.locked(func() { c.check(key, deadline) }) })
 	}
 	f.targets[ev.Task.PID] = true
 }
 
-func (c *confirmer) finish(key event.ProcessKey) {
-	c.mu.Lock()
+// check looks for the postmaster's restart after a fan-out: confirmed when
+// it forked again, dropped when it is gone or the deadline passed.
+func (c *confirmer) check(key event.ProcessKey, deadline time.Time) {
 	f := c.state[key]
-	if f == nil {
-		c.mu.Unlock()
-		return
+	if f == nil || f.timer == nil {
+		return // forgotten, or a shutdown began meanwhile
 	}
-	// Start over for the next crash, keeping who was told to quit.
-	c.state[key] = &fanOut{pm: f.pm, signaled: f.signaled, told: f.told}
+	switch c.restarted(f) {
+	case restartSeen:
+		c.finish(f)
+	case restartPending:
+		if time.Now().Before(deadline) {
+			f.timer = time.AfterFunc(c.recheck, func() { c.agent.locked(func() { c.check(key, deadline) }) })
+			return
+		}
+		c.agent.cfg.Log.Info("postmaster fanned out SIGQUIT but did not restart", "pid", key.PID, "told", len(f.targets))
+		c.reset(f)
+	case restartNever:
+		c.reset(f)
+	}
+}
+
+type restart int
+
+const (
+	restartPending restart = iota
+	restartSeen
+	restartNever // the postmaster is gone (restart_after_crash = off, or killed)
+)
+
+// restarted asks /proc whether the postmaster, still the same process, has
+// a child that started after the fan-out began: its new startup process, or
+// what that started.
+func (c *confirmer) restarted(f *fanOut) restart {
+	proc := c.agent.cfg.Proc
+	pid := int(f.pm.Key.PID)
+	st, err := proc.ReadStat(pid)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && st.StartTicks != f.pm.Key.StartTicks) {
+		return restartNever
+	}
+	stats, err := proc.Stats()
+	if err != nil {
+		return restartPending
+	}
+	for _, s := range stats {
+		if s.PPID == pid && s.StartTicks*tickSlack+tickSlack > f.first {
+			return restartSeen
+		}
+	}
+	return restartPending
+}
+
+// reset starts over for the next crash, keeping who was told to quit.
+func (c *confirmer) reset(f *fanOut) {
+	c.state[f.pm.Key] = &fanOut{pm: f.pm, shutdown: f.shutdown, told: f.told}
+}
+
+func (c *confirmer) finish(f *fanOut) {
+	c.reset(f)
 	trigger := f.trigger
-	if trigger != nil && (f.first < f.triggerAt || f.first-f.triggerAt > uint64(fanOutWindow)) {
+	if trigger != nil && (f.first < f.triggerAt || since(f.first, f.triggerAt) > fanOutWindow) {
 		trigger = nil // that death was not what PostgreSQL reacted to
 	}
-	c.mu.Unlock()
-
 	c.agent.cfg.Table.Describe(f.pm)
 	r := report.Confirmed(f.pm, trigger, len(f.targets), c.agent.cfg.Wall(f.first))
-	if names := c.agent.cfg.Names; names != nil {
-		n := names.Names(f.pm.Container)
-		r.Namespace, r.Pod, r.Container = n.Namespace, n.Pod, n.Container
-	}
+	c.agent.addNames(&r)
 	c.agent.emit(&r)
 	c.agent.flush()
 }
 
+// settleNow decides every fan-out still waiting, at once: the agent is
+// stopping. A restart already visible is confirmed; others are dropped.
+func (c *confirmer) settleNow() {
+	for _, f := range c.state {
+		if f.timer == nil || !f.timer.Stop() {
+			continue
+		}
+		if c.restarted(f) == restartSeen {
+			c.finish(f)
+		}
+	}
+}
+
 // forget drops the state of a postmaster that exited.
 func (c *confirmer) forget(key event.ProcessKey) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if f := c.state[key]; f != nil && f.timer != nil {
 		f.timer.Stop()
 	}

@@ -187,6 +187,24 @@ type Selector struct {
 	Container string // container id or a prefix of it; runtime:// prefixes are ignored
 }
 
+// ContainerPrefix is the container id prefix a Selector's Container
+// selects: lowercased, without a runtime:// scheme (containerd://<id>, as
+// Kubernetes shows it). An empty id is an error: as a prefix it would match
+// every container.
+func ContainerPrefix(s string) (string, error) {
+	prefix := strings.ToLower(s)
+	if scheme, id, ok := strings.Cut(prefix, "://"); ok {
+		if id == "" {
+			return "", fmt.Errorf("no container id after %s://: give the id (or a prefix of it) as docker ps or kubectl show it", scheme)
+		}
+		prefix = id
+	}
+	if prefix == "" {
+		return "", errors.New("empty container id: give the id (or a prefix of it) as docker ps or kubectl show it")
+	}
+	return prefix, nil
+}
+
 // Run audits the selected postmasters. It always returns a report: what
 // stopped it is a finding of level Unknown.
 func (h Host) Run(sel Selector) (r Report) {
@@ -289,9 +307,9 @@ func (sel Selector) pick(found []*lineage.Postmaster, proc procfs.FS) ([]*lineag
 		}
 		return nil, fmt.Sprintf("no process with pid %d (give the postmaster's pid as the host sees it)", sel.PID)
 	case sel.Container != "":
-		prefix := strings.ToLower(sel.Container)
-		if _, id, ok := strings.Cut(prefix, "://"); ok {
-			prefix = id // containerd://<id>, as Kubernetes shows it
+		prefix, err := ContainerPrefix(sel.Container)
+		if err != nil {
+			return nil, err.Error()
 		}
 		var out []*lineage.Postmaster
 		ids := map[string]bool{}
@@ -445,7 +463,7 @@ func orphanFinding(pm *Postmaster, o Orphan) Finding {
 		cmd = o.Comm
 	}
 	return Finding{Check: CheckOrphan, Level: Warn, PID: o.PID,
-		Message: fmt.Sprintf("orphan %s (pid %d, pid %d in its namespace) was adopted by the postmaster and is running: %q; "+
+		Message: fmt.Sprintf("orphan %s (pid %d, pid %d in its namespace) was adopted by the postmaster and is running: \"%s\"; "+
 			"if it dies of a signal or exits with code 2 or more, PostgreSQL crash-restarts", o.Comm, o.PID, o.NSPid, cmd),
 		Fix: OrphanFix}
 }

@@ -204,6 +204,9 @@ func TestSelector(t *testing.T) {
 		{"kubernetes form", Selector{Container: "docker://" + otherID[:20]}, []uint32{200}, Fail, ""},
 		{"ambiguous", Selector{Container: "0123456789ab"}, nil, Unknown, "matches several containers (0123456789ab99990123, 0123456789abcdef0123): give more of the id"},
 		{"no match", Selector{Container: "ffff"}, nil, Unknown, `no running postmaster in a container whose id starts with "ffff"`},
+		// An empty prefix would match every container (here: two, ambiguous;
+		// with one container running, that one).
+		{"scheme without an id", Selector{Container: "docker://"}, nil, Unknown, "no container id after docker://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := h.host().Run(tc.sel)

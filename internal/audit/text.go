@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/orphanwatch/orphanwatch/internal/redact"
 )
 
 // WriteText writes the report for a terminal: a verdict line (the first
@@ -24,7 +26,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	for i := range r.Postmasters {
 		pm := &r.Postmasters[i]
-		fmt.Fprintf(&b, "\npostmaster pid %d: %s\n", pm.PID, describe(pm))
+		fmt.Fprintf(&b, "\npostmaster pid %d: %s\n", pm.PID, redact.Printable(describe(pm)))
 		for _, f := range r.Findings {
 			if f.Postmaster == pm.PID && f.Check != CheckDiscovery {
 				writeFinding(&b, f)
@@ -89,9 +91,12 @@ func describe(pm *Postmaster) string {
 	return strings.Join(parts, ", ")
 }
 
+// writeFinding escapes the message and fix: they quote comms, command
+// lines and paths, which are the processes' choice and may hold escape
+// sequences for the terminal.
 func writeFinding(b *strings.Builder, f Finding) {
-	fmt.Fprintf(b, "  %-7s %-17s %s\n", strings.ToUpper(f.Level.String()), f.Check, f.Message)
+	fmt.Fprintf(b, "  %-7s %-17s %s\n", strings.ToUpper(f.Level.String()), f.Check, redact.Printable(f.Message))
 	if f.Fix != "" && f.Level != OK {
-		fmt.Fprintf(b, "  %-7s %-17s fix: %s\n", "", "", f.Fix)
+		fmt.Fprintf(b, "  %-7s %-17s fix: %s\n", "", "", redact.Printable(f.Fix))
 	}
 }

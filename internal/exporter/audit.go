@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -32,7 +33,12 @@ type AuditCollector struct {
 
 // NewAuditCollector runs the audit with run (audit.Default().Run in serve).
 func NewAuditCollector(run func() audit.Report, names container.Namer) *AuditCollector {
-	labels := append(append([]string{}, containerLabels...), "data_dir")
+	// A postmaster is told apart by its container, data directory and PID
+	// namespace: two outside any recognised container may share a data
+	// directory path (in different mount namespaces) or have none known,
+	// and a series per pid would churn with every restart. pid_ns is bounded
+	// by the postmasters running now.
+	labels := append(append([]string{}, containerLabels...), "data_dir", "pid_ns")
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
@@ -45,7 +51,9 @@ func NewAuditCollector(run func() audit.Report, names container.Namer) *AuditCol
 		overcommit: desc("orphanwatch_vm_overcommit_memory",
 			"The host's vm.overcommit_memory (PostgreSQL recommends 2 on hosts dedicated to it)."),
 		pid1: desc("orphanwatch_postmaster_pid1",
-			"1 when the postmaster is PID 1 of its PID namespace (it adopts every orphan there), else 0.", labels...),
+			"One series per running postmaster, from `orphanwatch check`'s audit of /proc: 1 when it is PID 1 of its "+
+				"PID namespace (it adopts every orphan there), else 0. orphanwatch_postmasters_pid1 counts them per "+
+				"container from the live process table instead.", labels...),
 		oomScoreAdj: desc("orphanwatch_postmaster_oom_score_adj",
 			"The postmaster's oom_score_adj (-1000: the OOM killer never chooses it).", labels...),
 		memLimit: desc("orphanwatch_postmaster_memory_limit_bytes",
@@ -92,7 +100,7 @@ func (a *AuditCollector) Collect(ch chan<- prometheus.Metric) {
 		if a.names != nil {
 			n = a.names.Names(ref)
 		}
-		labels := append(containerValues(ref.ID, n.Namespace, n.Pod, n.Container), labelValue(pm.DataDir))
+		labels := append(containerValues(ref.ID, n.Namespace, n.Pod, n.Container), labelValue(pm.DataDir), pidNamespace(pm.PidNS))
 		gauge := func(d *prometheus.Desc, v float64) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 		}
@@ -104,6 +112,15 @@ func (a *AuditCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(a.memUsed, float64(pm.Memory.UsedBytes))
 		}
 	}
+}
+
+// pidNamespace is a PID namespace's inode number as a label value; empty
+// when it was unreadable.
+func pidNamespace(ns uint64) string {
+	if ns == 0 {
+		return ""
+	}
+	return strconv.FormatUint(ns, 10)
 }
 
 func boolValue(b bool) float64 {

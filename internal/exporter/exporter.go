@@ -73,12 +73,6 @@ type Exporter struct {
 	programs          *prometheus.Desc
 }
 
-// verdicts are counted by orphanwatch_records_total from the start, at 0.
-var verdicts = []verdict.Verdict{
-	verdict.CrashRestart, verdict.Adopted, verdict.Adoption, verdict.PostmasterPID1, verdict.PostmasterStart,
-	verdict.PostmasterExit, verdict.ServerCrash, verdict.OOMKill, verdict.CrashRestartConfirmed, verdict.Exit, verdict.Signal,
-}
-
 // New makes an exporter. Until Attach, it exposes only what records it has
 // counted and its build.
 func New(cfg Config) *Exporter {
@@ -107,8 +101,9 @@ func New(cfg Config) *Exporter {
 		postmasters: desc("orphanwatch_postmasters",
 			"PostgreSQL postmasters running now, by container.", containerLabels...),
 		postmastersPID1: desc("orphanwatch_postmasters_pid1",
-			"Postmasters running now as PID 1 of their PID namespace, by container: each adopts every orphan there, "+
-				"and an orphan's abnormal death crash-restarts PostgreSQL.", containerLabels...),
+			"How many postmasters run now as PID 1 of their PID namespace, per container, from orphanwatch's live "+
+				"process table: each adopts every orphan there, and an orphan's abnormal death crash-restarts "+
+				"PostgreSQL. orphanwatch_postmaster_pid1 is the per-postmaster 0/1 gauge of the /proc audit.", containerLabels...),
 		adoptedProcesses: desc("orphanwatch_adopted_processes",
 			"Live processes whose parent is a postmaster that did not start them (orphans it adopted), by the "+
 				"postmaster's container.", containerLabels...),
@@ -253,7 +248,7 @@ func (e *Exporter) collectAgent(ch chan<- prometheus.Metric, s agent.Stats) {
 	for _, k := range event.Kinds {
 		ch <- prometheus.MustNewConstMetric(e.events, prometheus.CounterValue, float64(s.Events[k]), k.String())
 	}
-	for _, v := range verdicts {
+	for _, v := range verdict.All { // every verdict's series from the start, at 0
 		ch <- prometheus.MustNewConstMetric(e.recordsByVerdict, prometheus.CounterValue, float64(s.Reported[v]), string(v))
 	}
 	ch <- prometheus.MustNewConstMetric(e.mispredicted, prometheus.CounterValue, float64(s.Mispredicted))

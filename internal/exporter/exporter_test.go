@@ -52,6 +52,7 @@ type fixture struct {
 	reg    *prometheus.Registry
 	agent  *agent.Agent
 	stdout *testenv.Buffer
+	proc   *procfstest.Tree
 }
 
 func newFixture(t *testing.T, cfg Config) *fixture {
@@ -64,7 +65,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	proc.Add(procfstest.Proc{PID: 300, PPID: 100, Comm: "psql", Start: 40, Exe: "/usr/bin/psql",
 		Argv: []string{"psql", "-c", "select generate_series(1,3000000)"}, NSpid: []int{300, 9}, Cgroup: dbCgroup})
 
-	f := &fixture{exp: New(cfg), stdout: &testenv.Buffer{}}
+	f := &fixture{exp: New(cfg), stdout: &testenv.Buffer{}, proc: proc}
 	f.reg = NewRegistry(f.exp)
 	table := lineage.New(proc.FS(), 1000)
 	f.agent = agent.New(agent.Config{
@@ -103,7 +104,9 @@ func (f *fixture) seedIncident(t *testing.T) {
 		q.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
 		f.agent.Handle(q)
 	}
-	// The confirmer counts the fan-out a second after its first signal.
+	// It restarts: a new child, started after the fan-out (0.501 s, 50 ticks).
+	f.proc.Add(procfstest.Proc{PID: 110, PPID: 100, Comm: "postgres", Start: 52, Exe: pgBin, NSpid: []int{110, 31}, Cgroup: dbCgroup})
+	// The confirmer looks a second after the fan-out's first signal.
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(f.stdout.String(), `"verdict":"crash-restart-confirmed"`) {
 		if time.Now().After(deadline) {
@@ -122,10 +125,10 @@ orphanwatch_adopted_processes{` + dbLabels + `} 1
 # HELP orphanwatch_postmasters PostgreSQL postmasters running now, by container.
 # TYPE orphanwatch_postmasters gauge
 orphanwatch_postmasters{` + dbLabels + `} 1
-# HELP orphanwatch_postmasters_pid1 Postmasters running now as PID 1 of their PID namespace, by container: each adopts every orphan there, and an orphan's abnormal death crash-restarts PostgreSQL.
+# HELP orphanwatch_postmasters_pid1 How many postmasters run now as PID 1 of their PID namespace, per container, from orphanwatch's live process table: each adopts every orphan there, and an orphan's abnormal death crash-restarts PostgreSQL. orphanwatch_postmaster_pid1 is the per-postmaster 0/1 gauge of the /proc audit.
 # TYPE orphanwatch_postmasters_pid1 gauge
 orphanwatch_postmasters_pid1{` + dbLabels + `} 1
-# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, sent SIGQUIT to all its server processes. Series start at 0 for every running postmaster.
+# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, sent SIGQUIT to all its server processes, then forked again. Series start at 0 for every running postmaster.
 # TYPE orphanwatch_postmaster_crash_restarts_total counter
 orphanwatch_postmaster_crash_restarts_total{` + dbLabels + `} 0
 # HELP orphanwatch_events_lost_total Events the kernel dropped because the ring buffer was full: raise --ringbuf-size.
@@ -163,7 +166,7 @@ func TestSeedIncidentCountsAndJSONLines(t *testing.T) {
 # HELP orphanwatch_adopted_child_exits_total Deaths of processes a postmaster adopted but never started. verdict="crash-restart": it died of a signal or exited with code 2 or more, so PostgreSQL crash-restarted; verdict="adopted": it exited 0 or 1, which PostgreSQL ignores. signal is empty for an exit. comm is capped (--metrics.max-comms); comm and container_id read "other" past the caps.
 # TYPE orphanwatch_adopted_child_exits_total counter
 orphanwatch_adopted_child_exits_total{comm="psql",` + dbLabels + `,signal="SIGPIPE",verdict="crash-restart"} 1
-# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, sent SIGQUIT to all its server processes. Series start at 0 for every running postmaster.
+# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, sent SIGQUIT to all its server processes, then forked again. Series start at 0 for every running postmaster.
 # TYPE orphanwatch_postmaster_crash_restarts_total counter
 orphanwatch_postmaster_crash_restarts_total{` + dbLabels + `} 1
 # HELP orphanwatch_adopted_processes Live processes whose parent is a postmaster that did not start them (orphans it adopted), by the postmaster's container.

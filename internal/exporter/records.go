@@ -74,7 +74,7 @@ func newRecordCounters(maxComms, maxSeries int, evictAfter time.Duration, now fu
 		crashRestarts: newCappedVec(maxSeries, prometheus.CounterOpts{
 			Name: "orphanwatch_postmaster_crash_restarts_total",
 			Help: "Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, " +
-				"sent SIGQUIT to all its server processes. Series start at 0 for every running postmaster.",
+				"sent SIGQUIT to all its server processes, then forked again. Series start at 0 for every running postmaster.",
 		}, containerLabels),
 		oomKills: newCappedVec(maxSeries, prometheus.CounterOpts{
 			Name: "orphanwatch_oom_kills_total",

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,9 +68,22 @@ type ServerConfig struct {
 
 // Server serves the metrics, a landing page, /healthz and /readyz.
 type Server struct {
-	cfg   ServerConfig
-	http  *http.Server
-	state atomic.Pointer[readiness]
+	cfg ServerConfig
+	// servers has one http.Server per listener: exporter-toolkit's Serve
+	// sets the server's Handler (basic auth) and TLSConfig for the listener
+	// it is given, so listeners sharing a server would race on those fields
+	// and wrap basic auth once per listener.
+	servers []*http.Server
+	state   atomic.Pointer[readiness]
+}
+
+// CheckTelemetryPath says what is wrong with a metrics path, in words that
+// follow the path: nil when it is a path of its own.
+func CheckTelemetryPath(path string) error {
+	if !strings.HasPrefix(path, "/") || path == "/" || path == "/healthz" || path == "/readyz" {
+		return errors.New("must be a path of its own starting with /, such as /metrics (not /, /healthz or /readyz)")
+	}
+	return nil
 }
 
 type readiness struct {
@@ -79,8 +93,8 @@ type readiness struct {
 
 // NewServer builds the server; it is not ready until Ready is called.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	if !strings.HasPrefix(cfg.TelemetryPath, "/") || cfg.TelemetryPath == "/" || cfg.TelemetryPath == "/healthz" || cfg.TelemetryPath == "/readyz" {
-		return nil, fmt.Errorf("telemetry path %q: want a path of its own such as /metrics", cfg.TelemetryPath)
+	if err := CheckTelemetryPath(cfg.TelemetryPath); err != nil {
+		return nil, fmt.Errorf("telemetry path %q %w", cfg.TelemetryPath, err)
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -116,13 +130,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", s.readyz)
 	mux.Handle("/", landing)
-	s.http = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+	for range cfg.Listeners {
+		s.servers = append(s.servers, &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       readTimeout,
+			WriteTimeout:      writeTimeout,
+			IdleTimeout:       idleTimeout,
+			ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+		})
 	}
 	return s, nil
 }
@@ -143,31 +159,46 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // Serve serves on the listeners until Shutdown, with TLS and basic auth
-// when the web config file asks for them. It returns nil after Shutdown.
+// when the web config file asks for them. It returns nil after Shutdown; when
+// one listener fails, it stops the others and returns that error.
 func (s *Server) Serve() error {
-	addrs := make([]string, len(s.cfg.Listeners))
-	for i, l := range s.cfg.Listeners {
-		addrs[i] = l.Addr().String()
-	}
 	systemd := false
-	flags := &web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &systemd, WebConfigFile: &s.cfg.WebConfigFile}
-	err := web.ServeMultiple(s.cfg.Listeners, s.http, flags, s.cfg.Log)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	errs := make(chan error, len(s.servers))
+	for i, l := range s.cfg.Listeners {
+		addrs := []string{l.Addr().String()}
+		flags := &web.FlagConfig{WebListenAddresses: &addrs, WebSystemdSocket: &systemd, WebConfigFile: &s.cfg.WebConfigFile}
+		go func() { errs <- web.Serve(l, s.servers[i], flags, s.cfg.Log) }()
 	}
-	return err
+	var first error
+	for range s.servers {
+		err := <-errs
+		if err == nil || errors.Is(err, http.ErrServerClosed) || first != nil {
+			continue
+		}
+		first = err
+		for _, h := range s.servers {
+			h.Close()
+		}
+	}
+	return first
 }
 
 // Shutdown stops accepting, lets running requests finish until ctx ends,
 // then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.NotReady("shutting down")
-	err := s.http.Shutdown(ctx)
-	if err != nil {
-		err = errors.Join(err, s.http.Close())
+	errs := make([]error, len(s.servers))
+	var wg sync.WaitGroup
+	for i, h := range s.servers {
+		wg.Go(func() {
+			if err := h.Shutdown(ctx); err != nil {
+				errs[i] = errors.Join(err, h.Close())
+			}
+		})
 	}
+	wg.Wait()
 	for _, l := range s.cfg.Listeners {
 		l.Close() // in case Serve never ran
 	}
-	return err
+	return errors.Join(errs...)
 }

@@ -23,11 +23,24 @@ import (
 // startServer serves an exporter on a loopback port and returns its address.
 func startServer(t *testing.T, webConfig string) (*Server, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	srv, addrs := startServerOn(t, 1, webConfig)
+	return srv, addrs[0]
+}
+
+// startServerOn serves an exporter on n loopback ports.
+func startServerOn(t *testing.T, n int, webConfig string) (*Server, []string) {
+	t.Helper()
+	var listeners []net.Listener
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners = append(listeners, l)
+		addrs = append(addrs, l.Addr().String())
 	}
-	srv, err := NewServer(ServerConfig{Listeners: []net.Listener{l}, TelemetryPath: "/metrics", WebConfigFile: webConfig, Registry: NewRegistry(New(Config{}))})
+	srv, err := NewServer(ServerConfig{Listeners: listeners, TelemetryPath: "/metrics", WebConfigFile: webConfig, Registry: NewRegistry(New(Config{}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +56,7 @@ func startServer(t *testing.T, webConfig string) (*Server, string) {
 			t.Errorf("Serve returned %v after Shutdown, want nil", err)
 		}
 	})
-	return srv, l.Addr().String()
+	return srv, addrs
 }
 
 func get(t *testing.T, client *http.Client, url string) (int, string) {
@@ -94,7 +107,10 @@ basic_auth_users:
   prometheus: $2a$04$So66HT.uWTxkKABKpXGPFOMA9s/PI.EjtjxPLlJ8FhWgFOnFrdnQK
 `
 
-func TestWebConfigGivesTLSAndBasicAuth(t *testing.T) {
+// writeWebConfig writes a web config with a fresh certificate and returns
+// its path and a pool trusting the certificate.
+func writeWebConfig(t *testing.T) (string, *x509.CertPool) {
+	t.Helper()
 	dir := t.TempDir()
 	pool := selfSigned(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 	cfg := strings.NewReplacer("%CERT%", filepath.Join(dir, "cert.pem"), "%KEY%", filepath.Join(dir, "key.pem")).Replace(webConfig)
@@ -102,8 +118,29 @@ func TestWebConfigGivesTLSAndBasicAuth(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, addr := startServer(t, path)
+	return path, pool
+}
 
+func TestWebConfigGivesTLSAndBasicAuth(t *testing.T) {
+	path, pool := writeWebConfig(t)
+	_, addr := startServer(t, path)
+	checkTLSAndBasicAuth(t, addr, pool)
+}
+
+// Each listener serves TLS and basic auth on its own http.Server:
+// exporter-toolkit's Serve sets a server's Handler and TLSConfig, so on a
+// shared server listeners raced on them (go test -race) and wrapped basic
+// auth once per listener.
+func TestWebConfigOnSeveralListeners(t *testing.T) {
+	path, pool := writeWebConfig(t)
+	_, addrs := startServerOn(t, 3, path)
+	for _, addr := range addrs {
+		checkTLSAndBasicAuth(t, addr, pool)
+	}
+}
+
+func checkTLSAndBasicAuth(t *testing.T, addr string, pool *x509.CertPool) {
+	t.Helper()
 	tlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	// Go's TLS server answers a plain-HTTP request with a 400.
 	if code, _ := get(t, http.DefaultClient, "http://"+addr+"/metrics"); code == 200 {
@@ -121,7 +158,18 @@ func TestWebConfigGivesTLSAndBasicAuth(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "orphanwatch_build_info") {
-		t.Errorf("HTTPS with credentials = %d, want 200 and the metrics", resp.StatusCode)
+		t.Errorf("%s: HTTPS with credentials = %d, want 200 and the metrics", addr, resp.StatusCode)
+	}
+}
+
+func TestTelemetryPathMustBeAPathOfItsOwn(t *testing.T) {
+	for _, p := range []string{"", "metrics", "/", "/healthz", "/readyz"} {
+		if err := CheckTelemetryPath(p); err == nil {
+			t.Errorf("telemetry path %q accepted", p)
+		}
+	}
+	if err := CheckTelemetryPath("/metrics"); err != nil {
+		t.Errorf("/metrics: %v", err)
 	}
 }
 

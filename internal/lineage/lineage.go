@@ -3,8 +3,8 @@
 // orphans and who adopted them). The kernel's birth records cover processes
 // born after attach; this table covers the ones that were already running,
 // from /proc, and remembers what /proc could still tell about an orphan
-// when it was adopted. It is bounded: past its size the oldest-looking
-// entries are evicted and counted.
+// when a postmaster adopted it. It is bounded: past its size a random entry
+// is evicted and counted.
 package lineage
 
 import (
@@ -54,7 +54,9 @@ type Postmaster struct {
 func (p *Postmaster) PID1() bool { return p.NSPid == 1 }
 
 // Table is safe for concurrent use: the event loop writes, the exporter and
-// the sweeper read.
+// the sweeper read. Pointers from Postmaster, Lookup and NoteAdoption are for
+// the event loop, the only writer; Postmasters and Adopted return copies for
+// everyone else.
 type Table struct {
 	mu          sync.Mutex
 	fs          procfs.FS
@@ -99,11 +101,15 @@ func (t *Table) put(p *Process) {
 	t.procs[p.Key] = p
 }
 
-// Postmasters lists the known postmasters.
+// Postmasters lists copies of the known postmasters.
 func (t *Table) Postmasters() []*Postmaster {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	list := slices.Collect(maps.Values(t.postmasters))
+	list := make([]*Postmaster, 0, len(t.postmasters))
+	for _, pm := range t.postmasters {
+		c := *pm
+		list = append(list, &c)
+	}
 	slices.SortFunc(list, func(a, b *Postmaster) int { return int(a.Key.PID) - int(b.Key.PID) })
 	return list
 }
@@ -122,14 +128,15 @@ func (t *Table) postmaster(key event.ProcessKey) *Postmaster {
 	return nil
 }
 
-// Adopted lists the live orphans whose parent is a postmaster.
+// Adopted lists copies of the live orphans whose parent is a postmaster.
 func (t *Table) Adopted() []*Process {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []*Process
 	for _, p := range t.procs {
 		if p.Origin == verdict.OriginAdopted && t.postmasters[p.PPID] != nil {
-			out = append(out, p)
+			c := *p
+			out = append(out, &c)
 		}
 	}
 	slices.SortFunc(out, func(a, b *Process) int { return int(a.Key.PID) - int(b.Key.PID) })
@@ -159,9 +166,11 @@ func (t *Table) Remove(key event.ProcessKey) (*Process, *Postmaster) {
 	return p, pm
 }
 
-// NoteAdoption records that an orphan was handed to a new parent. When the
-// new parent is a postmaster, /proc is read at once for what the orphan
-// runs, while it is still there.
+// NoteAdoption records that an orphan was handed to a new parent and
+// returns what is known about it. Only a postmaster's adoptees are kept
+// (and /proc read at once for what they run, while it is still there):
+// they are what the table is for, and they must not be evicted to make
+// room for the orphans of every daemon on the host.
 func (t *Table) NoteAdoption(ev *event.Event) *Process {
 	key := ev.Task.Key()
 	t.mu.Lock()
@@ -174,7 +183,11 @@ func (t *Table) NoteAdoption(ev *event.Event) *Process {
 	p.AdoptedAt = ev.Time
 	p.PreviousParent = event.Ancestor{PID: ev.Previous.PID, Comm: ev.Previous.Comm}
 	adopter := t.postmaster(ev.Parent.Key())
-	t.put(p)
+	if adopter != nil {
+		t.put(p)
+	} else {
+		delete(t.procs, key) // adopted away from a postmaster: no longer ours
+	}
 	t.mu.Unlock()
 
 	if adopter != nil && ev.Task.Flags&event.TaskZombie == 0 {
@@ -279,18 +292,40 @@ func (t *Table) describe(pm *Postmaster) {
 	pm.Major = major
 }
 
-// dataDirArg finds -D dir, -Ddir or --data-directory dir in argv... postgres
-// takes -D only (and the data_directory setting through -c).
+// dataDirArg finds the data directory in a postmaster's argv: -D dir, -Ddir,
+// or the data_directory setting as -c data_directory=dir, -cdata_directory=dir
+// or --data-directory=dir (postgres turns a long option's dashes into
+// underscores and takes any setting that way).
 func dataDirArg(argv []string) string {
 	for i, a := range argv {
+		next := ""
+		if i+1 < len(argv) {
+			next = argv[i+1]
+		}
 		switch {
-		case a == "-D" && i+1 < len(argv):
-			return argv[i+1]
-		case strings.HasPrefix(a, "-D") && len(a) > 2:
+		case a == "-D":
+			return next
+		case strings.HasPrefix(a, "-D"):
 			return a[2:]
+		case a == "-c" && isDataDirSetting(next):
+			return settingValue(next)
+		case strings.HasPrefix(a, "-c") && isDataDirSetting(a[2:]):
+			return settingValue(a[2:])
+		case strings.HasPrefix(a, "--") && isDataDirSetting(a[2:]):
+			return settingValue(a[2:])
 		}
 	}
 	return ""
+}
+
+func isDataDirSetting(s string) bool {
+	name, _, ok := strings.Cut(s, "=")
+	return ok && strings.ReplaceAll(name, "-", "_") == "data_directory"
+}
+
+func settingValue(s string) string {
+	_, v, _ := strings.Cut(s, "=")
+	return v
 }
 
 // containerOf picks the cgroup path a runtime names containers by: the v2
@@ -343,7 +378,9 @@ func (t *Table) Seed() ([]*Postmaster, error) {
 			continue
 		}
 		p := &Process{Key: event.ProcessKey{PID: uint32(pid), StartTicks: st.StartTicks}, PPID: pm.Key.PID, Comm: st.Comm}
-		p.Exe, _ = t.fs.Exe(pid)
+		if p.Exe, err = t.fs.Exe(pid); err != nil {
+			continue // gone, or unreadable: its origin stays unknown
+		}
 		// Backends are forked from the postmaster without exec: same binary.
 		if p.Exe == pm.Exe {
 			p.Origin = verdict.OriginForked
@@ -362,22 +399,39 @@ func (t *Table) Seed() ([]*Postmaster, error) {
 	return found, nil
 }
 
-// Sweep forgets processes that are gone without their exit being reported
-// (the kernel only reports exits that can matter). It returns how many.
-func (t *Table) Sweep() int {
+// Sweep forgets processes and postmasters that are gone without their exit
+// being reported (the kernel only reports exits that can matter, and a full
+// ring buffer drops events). It returns how many processes, and the
+// postmasters, so that the caller stops watching them. A process /proc
+// cannot read for another reason (EMFILE, EACCES) is kept.
+func (t *Table) Sweep() (processes int, postmasters []*Postmaster) {
 	t.mu.Lock()
 	keys := slices.Collect(maps.Keys(t.procs))
+	pms := slices.Collect(maps.Values(t.postmasters))
 	t.mu.Unlock()
-	gone := 0
 	for _, k := range keys {
-		st, err := t.fs.ReadStat(int(k.PID))
-		if err == nil && st.StartTicks == k.StartTicks {
-			continue
+		if t.gone(k) {
+			t.mu.Lock()
+			delete(t.procs, k)
+			t.mu.Unlock()
+			processes++
 		}
-		t.mu.Lock()
-		delete(t.procs, k)
-		t.mu.Unlock()
-		gone++
 	}
-	return gone
+	for _, pm := range pms {
+		if t.gone(pm.Key) {
+			t.mu.Lock()
+			if t.postmasters[pm.Key.PID] == pm {
+				delete(t.postmasters, pm.Key.PID)
+				postmasters = append(postmasters, pm)
+			}
+			t.mu.Unlock()
+		}
+	}
+	return processes, postmasters
+}
+
+// gone reports whether /proc says the process no longer exists.
+func (t *Table) gone(k event.ProcessKey) bool {
+	st, err := t.fs.ReadStat(int(k.PID))
+	return errors.Is(err, fs.ErrNotExist) || (err == nil && st.StartTicks != k.StartTicks)
 }

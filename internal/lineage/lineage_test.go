@@ -2,6 +2,7 @@ package lineage
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,12 +118,69 @@ func TestAdoptionChain(t *testing.T) {
 }
 
 func TestTableIsBounded(t *testing.T) {
-	table := New(procfstest.New(t).FS(), 3)
-	for i := range 5 {
-		table.NoteAdoption(adoption(1000+i, 1, 2, 1, 1, 1))
+	f := containerProc(t)
+	table := New(f.FS(), 3)
+	if _, err := table.Seed(); err != nil { // the backend and psql: 2 of 3
+		t.Fatal(err)
 	}
-	if table.Len() != 3 || table.Evicted() != 2 {
-		t.Errorf("len %d evicted %d, want 3 and 2", table.Len(), table.Evicted())
+	for i := range 5 {
+		table.NoteAdoption(adoption(1000+i, 1, 2, 100, 20, 1))
+	}
+	if table.Len() != 3 || table.Evicted() != 4 {
+		t.Errorf("len %d evicted %d, want 3 and 4", table.Len(), table.Evicted())
+	}
+}
+
+// Orphans adopted by anything but a postmaster (a host's init, a container's
+// tini) are not the table's business: they must not crowd out the ones that are.
+func TestOnlyAPostmastersAdopteesAreKept(t *testing.T) {
+	f := containerProc(t)
+	table := New(f.FS(), 100)
+	if _, err := table.Seed(); err != nil {
+		t.Fatal(err)
+	}
+	before := table.Len()
+	p := table.NoteAdoption(adoption(5000, 1, 2, 1, 1, 1))
+	if p == nil || p.PreviousParent.PID != 2 || table.Len() != before {
+		t.Errorf("adoption by init: returned %+v, table %d -> %d entries", p, before, table.Len())
+	}
+}
+
+// A child of a postmaster whose executable /proc cannot show is neither a
+// server process nor an adoptee: it is left unknown, not called adopted.
+func TestSeedLeavesUnreadableChildrenUnknown(t *testing.T) {
+	f := containerProc(t)
+	f.Add(procfstest.Proc{PID: 103, PPID: 100, Comm: "postgres", Start: 22, Exe: pgBin, NSpid: []int{103, 3}})
+	if err := os.Remove(filepath.Join(f.Root, "103", "exe")); err != nil {
+		t.Fatal(err)
+	}
+	table := New(f.FS(), 100)
+	if _, err := table.Seed(); err != nil {
+		t.Fatal(err)
+	}
+	if p := table.Lookup(event.ProcessKey{PID: 103, StartTicks: 22}); p != nil {
+		t.Errorf("unreadable child recorded as %+v", p)
+	}
+	if adopted := table.Adopted(); len(adopted) != 1 || adopted[0].Key.PID != 102 {
+		t.Errorf("adopted = %+v, want only psql", adopted)
+	}
+}
+
+func TestDataDirFromArguments(t *testing.T) {
+	for argv, want := range map[string]string{
+		"postgres -D /a":                      "/a",
+		"postgres -D/b -p 5432":               "/b",
+		"postgres -c data_directory=/c":       "/c",
+		"postgres -cdata_directory=/d":        "/d",
+		"postgres --data-directory=/e":        "/e",
+		"postgres --data_directory=/f":        "/f",
+		"postgres -c shared_buffers=1GB":      "",
+		"postgres --config-file=/etc/pg.conf": "",
+		"postgres -D":                         "",
+	} {
+		if got := dataDirArg(strings.Fields(argv)); got != want {
+			t.Errorf("dataDirArg(%q) = %q, want %q", argv, got, want)
+		}
 	}
 }
 
@@ -136,7 +194,12 @@ func TestSweepForgetsVanishedProcesses(t *testing.T) {
 	f.Remove(102)
 	f.Remove(101)
 	f.Add(procfstest.Proc{PID: 101, PPID: 100, Comm: "postgres", Start: 77, Exe: pgBin}) // pid reused
-	if gone := table.Sweep(); gone != 2 || table.Len() != before-2 {
-		t.Errorf("Sweep removed %d (len %d -> %d), want 2", gone, before, table.Len())
+	if gone, pms := table.Sweep(); gone != 2 || len(pms) != 0 || table.Len() != before-2 {
+		t.Errorf("Sweep removed %d and postmasters %+v (len %d -> %d), want 2 and none", gone, pms, before, table.Len())
+	}
+	// The postmaster's exit was lost (a full ring buffer): the sweep finds it.
+	f.Remove(100)
+	if _, pms := table.Sweep(); len(pms) != 1 || pms[0].Key.PID != 100 || len(table.Postmasters()) != 0 {
+		t.Errorf("Sweep returned postmasters %+v, table still has %d", pms, len(table.Postmasters()))
 	}
 }

@@ -8,7 +8,7 @@ type Counters struct {
 	Forks             uint64 // processes forked since attach
 	Exits             uint64 // processes exited since attach
 	BirthsEvicted     uint64 // exits whose birth record the LRU map had evicted
-	ChildrenTruncated uint64 // dying parents with more children than --max-children
+	ChildrenTruncated uint64 // exiting parents (threads) with more children than --max-children
 }
 
 // Counters reads the per-CPU counters map. Safe for concurrent use.

@@ -19,10 +19,12 @@ func Decode(raw []byte, pageSize uint64, ev *event.Event) error {
 	}
 	var r lifecycleEvent
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), RecordSize), raw)
-	kind := event.Kind(r.Kind)
-	if kind < event.KindExit || kind > event.KindOOM {
+	// Range-checked before the conversion: event.Kind is narrower than the
+	// record's field, so 257 would pass as 1.
+	if r.Kind < uint32(event.KindExit) || r.Kind > uint32(event.KindOOM) {
 		return fmt.Errorf("unknown event kind %d", r.Kind)
 	}
+	kind := event.Kind(r.Kind)
 
 	ev.Time = r.TimeNs
 	ev.Kind = kind

@@ -61,12 +61,15 @@ func TestDecodeRejectsMalformedRecords(t *testing.T) {
 	var ev event.Event
 	var r lifecycleEvent
 	r.Kind = 99
+	var wide lifecycleEvent
+	wide.Kind = 257 // would be KindExit as a byte
 	for name, raw := range map[string][]byte{
 		"empty":        nil,
 		"short":        make([]byte, RecordSize-8),
 		"long":         make([]byte, RecordSize+8),
 		"unknown kind": recordBytes(&r),
 		"zero kind":    make([]byte, RecordSize),
+		"kind 257":     recordBytes(&wide),
 	} {
 		if err := Decode(raw, 4096, &ev); err == nil {
 			t.Errorf("%s record decoded without error", name)

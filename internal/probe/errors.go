@@ -46,7 +46,7 @@ func classify(what string, err error) error {
 	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) ||
 		errors.Is(err, unix.ENOENT) || errors.Is(err, unix.E2BIG):
 		return &Error{ProblemKernel, fmt.Sprintf("this kernel (%s) lacks a BPF feature orphanwatch needs for %s: "+
-			"it needs Linux 5.8 or newer with BPF ring buffers, BTF tracepoints and fentry", kernelRelease(), what),
+			"it needs Linux 5.8 or newer with BPF ring buffers and BTF tracepoints (tp_btf)", kernelRelease(), what),
 			fmt.Errorf("%s: %w", what, err)}
 	}
 	return &Error{ProblemOther, what + " failed", err}
@@ -61,10 +61,15 @@ func lastLines(verr *ebpf.VerifierError, n int) error {
 	return fmt.Errorf("%v\n  %s", verr.Cause, strings.Join(log, "\n  "))
 }
 
-// kernelBefore reports whether the running kernel is older than major.minor.
-func kernelBefore(major, minor int) bool {
+// kernelBefore reports whether the running kernel is older than
+// major.minor; false when its release does not say.
+func kernelBefore(major, minor int) bool { return releaseBefore(kernelRelease(), major, minor) }
+
+func releaseBefore(release string, major, minor int) bool {
 	var got [2]int
-	fmt.Sscanf(kernelRelease(), "%d.%d", &got[0], &got[1])
+	if n, _ := fmt.Sscanf(release, "%d.%d", &got[0], &got[1]); n != 2 {
+		return false
+	}
 	return got[0] < major || (got[0] == major && got[1] < minor)
 }
 

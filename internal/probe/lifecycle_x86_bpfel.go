@@ -184,15 +184,18 @@ const (
 	lifecycleMapCounters         = "counters"
 	lifecycleMapEvents           = "events"
 	lifecycleMapExecs            = "execs"
+	lifecycleMapHanded           = "handed"
 	lifecycleMapSignals          = "signals"
 	lifecycleMapWatched          = "watched"
 	lifecycleProgHandleExec      = "handle_exec"
 	lifecycleProgHandleExit      = "handle_exit"
+	lifecycleProgHandleExitLive  = "handle_exit_live"
 	lifecycleProgHandleFork      = "handle_fork"
 	lifecycleVarAttachedAtNs     = "attached_at_ns"
 	lifecycleVarMaxChildren      = "max_children"
 	lifecycleVarStreamAll        = "stream_all"
 	lifecycleVarUnusedBtfExports = "unused_btf_exports"
+	lifecycleVarWakeupBytes      = "wakeup_bytes"
 )
 
 // loadLifecycle returns the embedded CollectionSpec for lifecycle.
@@ -237,9 +240,10 @@ type lifecycleSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lifecycleProgramSpecs struct {
-	HandleExec *ebpf.ProgramSpec `ebpf:"handle_exec"`
-	HandleExit *ebpf.ProgramSpec `ebpf:"handle_exit"`
-	HandleFork *ebpf.ProgramSpec `ebpf:"handle_fork"`
+	HandleExec     *ebpf.ProgramSpec `ebpf:"handle_exec"`
+	HandleExit     *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleExitLive *ebpf.ProgramSpec `ebpf:"handle_exit_live"`
+	HandleFork     *ebpf.ProgramSpec `ebpf:"handle_fork"`
 }
 
 // lifecycleMapSpecs contains maps before they are loaded into the kernel.
@@ -250,6 +254,7 @@ type lifecycleMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Execs    *ebpf.MapSpec `ebpf:"execs"`
+	Handed   *ebpf.MapSpec `ebpf:"handed"`
 	Signals  *ebpf.MapSpec `ebpf:"signals"`
 	Watched  *ebpf.MapSpec `ebpf:"watched"`
 }
@@ -262,6 +267,7 @@ type lifecycleVariableSpecs struct {
 	MaxChildren      *ebpf.VariableSpec `ebpf:"max_children"`
 	StreamAll        *ebpf.VariableSpec `ebpf:"stream_all"`
 	UnusedBtfExports *ebpf.VariableSpec `ebpf:"unused_btf_exports"`
+	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // lifecycleObjects contains all objects after they have been loaded into the kernel.
@@ -288,6 +294,7 @@ type lifecycleMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
 	Execs    *ebpf.Map `ebpf:"execs"`
+	Handed   *ebpf.Map `ebpf:"handed"`
 	Signals  *ebpf.Map `ebpf:"signals"`
 	Watched  *ebpf.Map `ebpf:"watched"`
 }
@@ -298,6 +305,7 @@ func (m *lifecycleMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Execs,
+		m.Handed,
 		m.Signals,
 		m.Watched,
 	)
@@ -311,21 +319,24 @@ type lifecycleVariables struct {
 	MaxChildren      *ebpf.Variable `ebpf:"max_children"`
 	StreamAll        *ebpf.Variable `ebpf:"stream_all"`
 	UnusedBtfExports *ebpf.Variable `ebpf:"unused_btf_exports"`
+	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // lifecyclePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadLifecycleObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lifecyclePrograms struct {
-	HandleExec *ebpf.Program `ebpf:"handle_exec"`
-	HandleExit *ebpf.Program `ebpf:"handle_exit"`
-	HandleFork *ebpf.Program `ebpf:"handle_fork"`
+	HandleExec     *ebpf.Program `ebpf:"handle_exec"`
+	HandleExit     *ebpf.Program `ebpf:"handle_exit"`
+	HandleExitLive *ebpf.Program `ebpf:"handle_exit_live"`
+	HandleFork     *ebpf.Program `ebpf:"handle_fork"`
 }
 
 func (p *lifecyclePrograms) Close() error {
 	return _LifecycleClose(
 		p.HandleExec,
 		p.HandleExit,
+		p.HandleExitLive,
 		p.HandleFork,
 	)
 }

@@ -28,7 +28,7 @@ type Config struct {
 	StreamAll       bool   // send every process exit to user space, not only what can matter
 	MaxProcesses    uint32 // birth records of live processes kept in the kernel (LRU beyond)
 	RingBufferBytes uint32 // ring buffer size: a power of two, at least a page
-	MaxChildren     uint32 // orphans reported per dying parent
+	MaxChildren     uint32 // orphans reported per exiting thread, at most MaxChildrenBound
 	KernelBTF       string // BTF file for this kernel; default /sys/kernel/btf/vmlinux
 	// Refuse lists programs not to load, as a kernel without them would: used
 	// to test that a missing kernel feature fails cleanly.
@@ -39,8 +39,27 @@ const (
 	DefaultMaxProcesses    = 16384
 	DefaultRingBufferBytes = 1 << 20
 	DefaultMaxChildren     = 64
+	MaxChildrenBound       = 256 // MAX_CHILDREN_BOUND in bpf/lifecycle.bpf.c: its loop's bound
 	defaultKernelBTF       = "/sys/kernel/btf/vmlinux"
+	maxWakeupBytes         = 64 << 10
 )
+
+// ErrBadOption is wrapped by Load's errors for a Config value out of range.
+var ErrBadOption = errors.New("invalid probe option")
+
+// validate rejects sizes the kernel programs cannot honour.
+func (c *Config) validate() error {
+	page := uint32(os.Getpagesize())
+	if n := c.RingBufferBytes; n < page || n&(n-1) != 0 {
+		return fmt.Errorf("%w: ring buffer size %d: must be a power of two and at least %d bytes (one page)",
+			ErrBadOption, n, page)
+	}
+	if c.MaxChildren > MaxChildrenBound {
+		return fmt.Errorf("%w: max children %d: at most %d orphans per exiting parent can be reported",
+			ErrBadOption, c.MaxChildren, MaxChildrenBound)
+	}
+	return nil
+}
 
 func (c *Config) setDefaults() {
 	if c.MaxProcesses == 0 {
@@ -63,25 +82,40 @@ type Attachment struct {
 	Hook    string // e.g. tp_btf/sched_process_exit
 }
 
+// lifecycleLoaded is the lifecycle object as loaded: one exit program, the
+// one that fits this kernel's sched_process_exit, under the name handle_exit.
+type lifecycleLoaded struct {
+	lifecycleMaps
+	lifecycleVariables
+	HandleFork *ebpf.Program `ebpf:"handle_fork"`
+	HandleExec *ebpf.Program `ebpf:"handle_exec"`
+	HandleExit *ebpf.Program `ebpf:"handle_exit"`
+}
+
+func (o *lifecycleLoaded) Close() error {
+	return _LifecycleClose(o.HandleFork, o.HandleExec, o.HandleExit, &o.lifecycleMaps)
+}
+
 // Probe is the loaded and attached set of programs.
 type Probe struct {
-	lifecycle lifecycleObjects
-	signals   signalsObjects
-	oom       oomObjects
-	links     []link.Link
-	attached  []Attachment
-	reader    *ringbuf.Reader
-	clock     Clock
-	pageSize  uint64
-	batched   bool          // the kernel batches wakeups (StreamAll): poll for stragglers
-	malformed atomic.Uint64 // records that could not be decoded
+	lifecycle   lifecycleLoaded
+	signals     signalsObjects
+	oom         oomObjects
+	links       []link.Link
+	attached    []Attachment
+	unavailable []string // what this kernel cannot trace, one sentence each
+	reader      *ringbuf.Reader
+	clock       Clock
+	pageSize    uint64
+	batched     bool          // the kernel batches wakeups (StreamAll): poll for stragglers
+	malformed   atomic.Uint64 // records that could not be decoded
 }
 
 // Load checks the kernel, loads the programs and attaches them. On error
 // nothing stays loaded or attached.
 func Load(cfg Config) (_ *Probe, err error) {
 	cfg.setDefaults()
-	if err := validRingBufferSize(cfg.RingBufferBytes); err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	p := &Probe{pageSize: uint64(os.Getpagesize()), batched: cfg.StreamAll}
@@ -108,9 +142,11 @@ func Load(cfg Config) (_ *Probe, err error) {
 		return nil, fmt.Errorf("reading embedded lifecycle object: %w", err)
 	}
 	cfg.size(lifecycle)
+	exitProg := chooseExitProgram(lifecycle, kernelTypes)
 	for name, value := range map[string]any{
 		lifecycleVarStreamAll:   cfg.StreamAll,
 		lifecycleVarMaxChildren: cfg.MaxChildren,
+		lifecycleVarWakeupBytes: min(maxWakeupBytes, cfg.RingBufferBytes/2),
 	} {
 		if err := lifecycle.Variables[name].Set(value); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
@@ -138,27 +174,38 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err := loadRefusing(signals, &p.signals, opts, cfg.Refuse); err != nil {
 		return nil, classify("loading the signal programs", err)
 	}
-	oom, err := loadOom()
-	if err != nil {
-		return nil, fmt.Errorf("reading embedded oom object: %w", err)
-	}
-	cfg.size(oom)
-	if err := loadRefusing(oom, &p.oom, opts, cfg.Refuse); err != nil {
-		return nil, classify("loading the OOM programs", err)
-	}
-
-	for _, prog := range []struct {
+	type hook struct {
 		prog *ebpf.Program
 		name string
 		hook string
-	}{
+	}
+	hooks := []hook{
 		{p.lifecycle.HandleFork, "handle_fork", "tp_btf/sched_process_fork"},
 		{p.lifecycle.HandleExec, "handle_exec", "tp_btf/sched_process_exec"},
-		{p.lifecycle.HandleExit, "handle_exit", "tp_btf/sched_process_exit"},
+		{p.lifecycle.HandleExit, exitProg, "tp_btf/sched_process_exit"},
 		{p.signals.HandleSignalGenerate, "handle_signal_generate", "tp_btf/signal_generate"},
 		{p.signals.HandleSignalDeliver, "handle_signal_deliver", "tp_btf/signal_deliver"},
-		{p.oom.HandleMarkVictim, "handle_mark_victim", "tp_btf/mark_victim"},
-	} {
+	}
+
+	if args, ok := tracepointArgs(kernelTypes, "mark_victim"); !markVictimPassesTask(args) {
+		why := "OOM kills are not traced: this kernel has no oom:mark_victim tracepoint"
+		if ok {
+			why = "OOM kills are not traced: this kernel's oom:mark_victim passes only a pid (later kernels, 6.9 on, pass the task)"
+		}
+		p.unavailable = append(p.unavailable, why)
+	} else {
+		oom, err := loadOom()
+		if err != nil {
+			return nil, fmt.Errorf("reading embedded oom object: %w", err)
+		}
+		cfg.size(oom)
+		if err := loadRefusing(oom, &p.oom, opts, cfg.Refuse); err != nil {
+			return nil, classify("loading the OOM programs", err)
+		}
+		hooks = append(hooks, hook{p.oom.HandleMarkVictim, "handle_mark_victim", "tp_btf/mark_victim"})
+	}
+
+	for _, prog := range hooks {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog.prog})
 		if err != nil {
 			return nil, classify("attaching "+prog.hook, err)
@@ -199,18 +246,23 @@ func (c *Config) size(spec *ebpf.CollectionSpec) {
 func loadRefusing(spec *ebpf.CollectionSpec, objs any, opts *ebpf.CollectionOptions, refuse []string) error {
 	for _, name := range refuse {
 		if _, ok := spec.Programs[name]; ok {
-			return fmt.Errorf("program %s refused on request (--refuse-program): %w", name, ebpf.ErrNotSupported)
+			return fmt.Errorf("program %s refused on request (ORPHANWATCH_REFUSE_PROGRAM): %w", name, ebpf.ErrNotSupported)
 		}
 	}
 	return spec.LoadAndAssign(objs, opts)
 }
 
-func validRingBufferSize(n uint32) error {
-	page := uint32(os.Getpagesize())
-	if n < page || n&(n-1) != 0 {
-		return fmt.Errorf("ring buffer size %d: must be a power of two and at least %d bytes (one page)", n, page)
+// chooseExitProgram keeps the exit program that fits the kernel's
+// sched_process_exit, under the name handle_exit, drops the other from
+// spec, and returns the kept program's own name.
+func chooseExitProgram(spec *ebpf.CollectionSpec, kernelTypes *btf.Spec) string {
+	if args, _ := tracepointArgs(kernelTypes, "sched_process_exit"); exitPassesGroupDead(args) {
+		delete(spec.Programs, lifecycleProgHandleExitLive)
+		return lifecycleProgHandleExit
 	}
-	return nil
+	spec.Programs[lifecycleProgHandleExit] = spec.Programs[lifecycleProgHandleExitLive]
+	delete(spec.Programs, lifecycleProgHandleExitLive)
+	return lifecycleProgHandleExitLive
 }
 
 // loadKernelBTF reads the kernel's type information, which CO-RE needs to
@@ -258,6 +310,10 @@ func checkKernel() error {
 
 // Attached lists the programs and their hooks.
 func (p *Probe) Attached() []Attachment { return p.attached }
+
+// Unavailable says, one sentence each, what this kernel cannot trace though
+// the probe loaded: e.g. OOM kills on kernels before 6.9.
+func (p *Probe) Unavailable() []string { return p.unavailable }
 
 // Clock converts the kernel's boot-clock timestamps.
 func (p *Probe) Clock() Clock { return p.clock }

@@ -196,11 +196,79 @@ func TestKernelThreadExitIsNoEvent(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// A thread that exits with a child of its own hands it to a live thread
+	// of its process (find_new_reaper): no adoption.
+	children := make(chan *exec.Cmd)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		cmd := exec.Command("sleep", "0.3")
+		if err := cmd.Start(); err != nil {
+			t.Error(err)
+		}
+		children <- cmd
+	}()
+	child := <-children
+	child.Wait() // reaped by whichever thread took it over
 	// A later process exit proves the probe was reading meanwhile.
 	sh := run(t, "true")
 	c.waitFor(t, "true exit", exitOf(sh.Process.Pid))
 	if n := c.count(func(ev *event.Event) bool { return ev.Task.PID == uint32(os.Getpid()) || ev.Task.PID == uint32(tid) }); n != 0 {
 		t.Errorf("%d events for the test process after one of its threads exited, want 0", n)
+	}
+	if n := c.count(func(ev *event.Event) bool {
+		return ev.Kind == event.KindAdoption && ev.Task.PID == uint32(child.Process.Pid)
+	}); n != 0 {
+		t.Errorf("%d adoption events for the child of a thread that exited while its process lives on, want 0", n)
+	}
+}
+
+// All threads of a process killed by a signal exit at once; only the last
+// one is the process's exit.
+func TestKernelMultiThreadedKillIsOneExit(t *testing.T) {
+	c := startProbe(t, Config{StreamAll: true})
+	for range 5 {
+		helper, _ := startHelper(t, "threads")
+		helper.Process.Signal(unix.SIGKILL)
+		helper.Wait()
+		pid := helper.Process.Pid
+		ev := c.waitFor(t, "helper exit", exitOf(pid))
+		if ev.Status.Signal() != unix.SIGKILL {
+			t.Errorf("status = %v, want SIGKILL", ev.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if n := c.count(exitOf(pid)); n != 1 {
+			t.Fatalf("%d exit events for a process of 9 threads killed by SIGKILL, want 1", n)
+		}
+	}
+}
+
+// A child forked by a worker thread is on that thread's list; when the
+// process exits, every thread is exiting and the kernel hands it out of the
+// process. Orphans of the host's init are sent with StreamAll only.
+func TestKernelOrphanOfAWorkerThreadIsAdopted(t *testing.T) {
+	all := startProbe(t, Config{StreamAll: true})
+	filtered := startProbe(t, Config{})
+	for range 5 {
+		helper, line := startHelper(t, "fork-from-thread")
+		var tid, child int
+		if _, err := fmt.Sscan(line, &tid, &child); err != nil || tid == helper.Process.Pid {
+			t.Fatalf("helper said %q", line)
+		}
+		t.Cleanup(func() { unix.Kill(child, unix.SIGKILL) })
+		helper.Wait()
+		adopted := func(ev *event.Event) bool { return ev.Kind == event.KindAdoption && ev.Task.PID == uint32(child) }
+		ev := all.waitFor(t, "adoption", adopted)
+		if ev.Previous.PID != uint32(helper.Process.Pid) || ev.Parent.PID == uint32(helper.Process.Pid) {
+			t.Errorf("adoption from %d to %d, want from the helper %d to another process", ev.Previous.PID, ev.Parent.PID, helper.Process.Pid)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if n := all.count(adopted); n != 1 {
+			t.Errorf("%d adoption events for one orphan, want 1", n)
+		}
+		hostInit := ev.Parent.NSLevel == 0 && ev.Parent.Flags&event.TaskNSReaper != 0
+		if n := filtered.count(adopted); hostInit && n != 0 {
+			t.Errorf("an adoption by the host's init reached user space without StreamAll")
+		}
 	}
 }
 
@@ -340,6 +408,13 @@ func TestLoadErrorsSayWhatToDo(t *testing.T) {
 	}
 	if info, err := p.lifecycle.Births.Info(); err != nil || info.MaxEntries != 512 {
 		t.Errorf("births map: %+v, %v; want 512 entries", info, err)
+	}
+	var wakeup uint32
+	if err := p.lifecycle.WakeupBytes.Get(&wakeup); err != nil || wakeup != 2048 {
+		t.Errorf("wakeup threshold %d, %v; want half the 4096-byte ring buffer", wakeup, err)
+	}
+	if loaded := p.oom.HandleMarkVictim != nil; loaded == (len(p.Unavailable()) != 0) {
+		t.Errorf("OOM program loaded: %v, yet unavailable: %q", loaded, p.Unavailable())
 	}
 	p.Close()
 	_, err = Load(Config{RingBufferBytes: 12345})

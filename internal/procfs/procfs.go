@@ -8,11 +8,41 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
+
+// gone is the error of a process that was reaped while it was being read:
+// its /proc/<pid> files were opened, but the kernel no longer finds the task
+// behind them (proc_pid_cmdline_read, proc_single_show and
+// oom_score_adj_read return ESRCH). Callers ask errors.Is(err,
+// fs.ErrNotExist) alone, as for a pid whose directory is already gone.
+type gone struct{ err error }
+
+func (g gone) Error() string   { return g.err.Error() }
+func (g gone) Unwrap() []error { return []error{g.err, fs.ErrNotExist} }
+
+// vanished makes an ESRCH from /proc an fs.ErrNotExist, keeping its text.
+func vanished(err error) error {
+	if errors.Is(err, syscall.ESRCH) && !errors.Is(err, fs.ErrNotExist) {
+		return gone{err}
+	}
+	return err
+}
+
+func readFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	return data, vanished(err)
+}
+
+func readlink(path string) (string, error) {
+	link, err := os.Readlink(path)
+	return link, vanished(err)
+}
 
 // FS is a /proc mount; tests point it elsewhere.
 type FS struct{ Root string }
@@ -65,7 +95,7 @@ type Stat struct {
 
 // ReadStat reads /proc/<pid>/stat.
 func (fs FS) ReadStat(pid int) (Stat, error) {
-	data, err := os.ReadFile(fs.path(pid, "stat"))
+	data, err := readFile(fs.path(pid, "stat"))
 	if err != nil {
 		return Stat{}, err
 	}
@@ -120,7 +150,7 @@ func (s Status) NSPid() int {
 
 // ReadStatus reads /proc/<pid>/status.
 func (fs FS) ReadStatus(pid int) (Status, error) {
-	data, err := os.ReadFile(fs.path(pid, "status"))
+	data, err := readFile(fs.path(pid, "status"))
 	if err != nil {
 		return Status{}, err
 	}
@@ -165,7 +195,7 @@ func ParseStatus(data []byte) (Status, error) {
 
 // Cmdline reads /proc/<pid>/cmdline as argv. Kernel threads have none.
 func (fs FS) Cmdline(pid int) ([]string, error) {
-	data, err := os.ReadFile(fs.path(pid, "cmdline"))
+	data, err := readFile(fs.path(pid, "cmdline"))
 	if err != nil {
 		return nil, err
 	}
@@ -189,11 +219,11 @@ func ParseCmdline(data []byte) []string {
 }
 
 // Exe is the path of the process's executable ("(deleted)" suffix kept).
-func (fs FS) Exe(pid int) (string, error) { return os.Readlink(fs.path(pid, "exe")) }
+func (fs FS) Exe(pid int) (string, error) { return readlink(fs.path(pid, "exe")) }
 
 // Cwd is the process's working directory. A postmaster works in its data
 // directory (ChangeToDataDir at start).
-func (fs FS) Cwd(pid int) (string, error) { return os.Readlink(fs.path(pid, "cwd")) }
+func (fs FS) Cwd(pid int) (string, error) { return readlink(fs.path(pid, "cwd")) }
 
 // RootPath is a path as the process sees it, through its mount namespace
 // (/proc/<pid>/root/<path>).
@@ -203,7 +233,7 @@ func (fs FS) RootPath(pid int, path string) string {
 
 // PidNamespace is the inode of the process's pid namespace.
 func (fs FS) PidNamespace(pid int) (uint64, error) {
-	link, err := os.Readlink(fs.path(pid, "ns/pid"))
+	link, err := readlink(fs.path(pid, "ns/pid"))
 	if err != nil {
 		return 0, err
 	}
@@ -221,7 +251,7 @@ func parseNSLink(link string) (uint64, error) {
 
 // OOMScoreAdj reads /proc/<pid>/oom_score_adj.
 func (fs FS) OOMScoreAdj(pid int) (int, error) {
-	data, err := os.ReadFile(fs.path(pid, "oom_score_adj"))
+	data, err := readFile(fs.path(pid, "oom_score_adj"))
 	if err != nil {
 		return 0, err
 	}
@@ -231,7 +261,7 @@ func (fs FS) OOMScoreAdj(pid int) (int, error) {
 // Cgroups reads /proc/<pid>/cgroup: controller list -> path. The v2 entry
 // has the key "" (its line is "0::/path").
 func (fs FS) Cgroups(pid int) (map[string]string, error) {
-	data, err := os.ReadFile(fs.path(pid, "cgroup"))
+	data, err := readFile(fs.path(pid, "cgroup"))
 	if err != nil {
 		return nil, err
 	}
@@ -254,5 +284,5 @@ func ParseCgroups(data []byte) map[string]string {
 // ReadFileIn reads a file relative to a process's working directory, as the
 // process sees it.
 func (fs FS) ReadFileIn(pid int, name string) ([]byte, error) {
-	return os.ReadFile(filepath.Join(fs.Root, strconv.Itoa(pid), "cwd", name))
+	return readFile(filepath.Join(fs.Root, strconv.Itoa(pid), "cwd", name))
 }

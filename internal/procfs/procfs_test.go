@@ -2,9 +2,12 @@ package procfs
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -68,6 +71,64 @@ func TestVanishedProcessIsNotExist(t *testing.T) {
 	}
 	if _, err := fsys.Cmdline(12345); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Cmdline of a missing pid: %v", err)
+	}
+}
+
+// A process reaped between open and read gives ESRCH, not ENOENT: callers
+// must see it as gone all the same, with the error's text kept.
+func TestReapedProcessIsNotExist(t *testing.T) {
+	fake := &fs.PathError{Op: "read", Path: "/proc/4242/stat", Err: syscall.ESRCH}
+	err := vanished(fake)
+	if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("vanished(%v) = %v: not both fs.ErrNotExist and ESRCH", fake, err)
+	}
+	if err.Error() != fake.Error() {
+		t.Errorf("text changed: %q, want %q", err, fake)
+	}
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || pe.Path != fake.Path {
+		t.Errorf("the *fs.PathError is lost: %v", err)
+	}
+	for _, other := range []error{nil, fs.ErrPermission, &fs.PathError{Op: "open", Path: "x", Err: syscall.ENOENT}} {
+		if got := vanished(other); got != other {
+			t.Errorf("vanished(%v) = %v, want it unchanged", other, got)
+		}
+	}
+}
+
+// The kernel fact behind TestReapedProcessIsNotExist: files of /proc/<pid>
+// opened before the process is reaped fail with ESRCH when read after.
+func TestReapedProcessRealProc(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot start a child: %v", err)
+	}
+	pid := cmd.Process.Pid
+	var files []*os.File
+	for _, name := range []string{"stat", "status", "cmdline", "oom_score_adj"} {
+		f, err := os.Open(Default.path(pid, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files = append(files, f)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait() // reaped: the task is gone, the open files stay
+	for _, f := range files {
+		_, err := io.ReadAll(f)
+		if !errors.Is(err, syscall.ESRCH) {
+			t.Fatalf("reading %s after the reap: %v, want ESRCH", f.Name(), err)
+		}
+		if err := vanished(err); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("vanished(%v) is not fs.ErrNotExist", err)
+		}
+	}
+	if _, err := Default.ReadStat(pid); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadStat of a reaped pid: %v", err) // unless the pid was reused already
 	}
 }
 

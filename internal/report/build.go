@@ -57,7 +57,8 @@ func Build(ev *event.Event, f Facts) Record {
 
 	r.Exe, r.Cmdline = command(ev, f.Process)
 	birth := &ev.Birth
-	if birth.Flags&(event.BirthForked|event.BirthWalked) != 0 {
+	adoptedUnrecorded := birth.Flags&event.BirthForked == 0 && f.Process != nil && f.Process.Origin == verdict.OriginAdopted
+	if birth.Flags&(event.BirthForked|event.BirthWalked) != 0 && !adoptedUnrecorded {
 		r.OriginalParentPID = birth.Ancestry[0].PID
 		r.OriginalParentComm = birth.Ancestry[0].Comm.String()
 		for _, a := range birth.Ancestry {
@@ -67,7 +68,8 @@ func Build(ev *event.Event, f Facts) Record {
 			r.Ancestry = append(r.Ancestry, Ancestor{PID: a.PID, Comm: a.Comm.String()})
 		}
 	} else if p := f.Process; p != nil && p.PreviousParent.PID != 0 {
-		// Started before orphanwatch: the parent it lost is the best we know.
+		// No birth record, and the tree above it now starts at its adopter:
+		// the parent it lost is the best we know.
 		r.OriginalParentPID, r.OriginalParentComm = p.PreviousParent.PID, p.PreviousParent.Comm.String()
 	}
 
@@ -114,9 +116,16 @@ func Build(ev *event.Event, f Facts) Record {
 		if r.ContainerID == "" && !pm.Container.IsZero() {
 			r.ContainerID, r.ContainerRuntime, r.PodUID = pm.Container.ID, pm.Container.Runtime, pm.Container.PodUID
 		}
+		// What the postmaster logs about a child it never forked. A server
+		// process is logged under its own type (e.g. "client backend" on
+		// 18), which the kernel does not know.
 		switch f.Decision.Verdict {
-		case verdict.CrashRestart, verdict.Adopted, verdict.ServerCrash:
+		case verdict.CrashRestart:
 			r.PostgresLog = verdict.LogLine(pm.Major, ev.Task.NSPid, ev.Status)
+		case verdict.Adopted:
+			if verdict.RuleFor(pm.Major).LogsCleanExit {
+				r.PostgresLog = verdict.LogLine(pm.Major, ev.Task.NSPid, ev.Status)
+			}
 		}
 	}
 	switch f.Decision.Verdict {
@@ -162,14 +171,29 @@ func command(ev *event.Event, p *lineage.Process) (exe, cmdline string) {
 }
 
 // sender says who sent the signal that ended the process, when the kernel
-// recorded one and it is the signal the process died of (or, for a signal
-// event, the one being sent).
+// recorded one and it is the signal the process died of (for a signal
+// event, the one being sent; for an OOM kill, the killer's SIGKILL).
 func sender(ev *event.Event) *Sender {
 	if ev.Flags&event.HasSignal == 0 {
 		return nil
 	}
 	s := &ev.Signal
-	if ev.Kind == event.KindExit && (!ev.Status.Signaled() || uint32(ev.Status.Signal()) != s.Signo) {
+	switch ev.Kind {
+	case event.KindSignal: // the signal being sent
+	case event.KindOOM:
+		if unix.Signal(s.Signo) != unix.SIGKILL {
+			return nil
+		}
+	case event.KindAdoption:
+		if ev.Task.Flags&event.TaskZombie == 0 {
+			return nil // alive: an old signal it survived says nothing
+		}
+		fallthrough
+	case event.KindExit:
+		if !ev.Status.Signaled() || uint32(ev.Status.Signal()) != s.Signo {
+			return nil
+		}
+	default:
 		return nil
 	}
 	origin := "process"

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/orphanwatch/orphanwatch/internal/redact"
 	"github.com/orphanwatch/orphanwatch/internal/verdict"
 )
 
@@ -76,15 +77,20 @@ func (t *TableWriter) Write(r *Record) error {
 	return nil
 }
 
-var widths = []int{12, 15, 8, 6, 15, 14, 22, 22, 9, 12}
+var widths = []int{12, 23, 8, 6, 15, 14, 22, 22, 9, 12} // VERDICT: crash-restart-confirmed
 
+// padded escapes each cell (a comm is the process's choice, and may hold
+// escape sequences or a tab that would break the columns) and pads it.
 func padded(cells []string) string {
+	out := make([]string, len(cells)) // cells may be the shared header
 	for i, c := range cells {
+		c = redact.Printable(c)
 		if pad := widths[i] - len(c); pad > 0 {
-			cells[i] = c + strings.Repeat(" ", pad)
+			c += strings.Repeat(" ", pad)
 		}
+		out[i] = c
 	}
-	return strings.Join(cells, "\t")
+	return strings.Join(out, "\t")
 }
 
 func how(r *Record) string {
@@ -133,15 +139,19 @@ func shortID(id string) string {
 }
 
 // Story explains a serious verdict in a few lines; empty for the others.
+// Each line is escaped whole: comms and paths in it are the processes'
+// choice, and may hold escape sequences or newlines.
 func Story(r *Record) string {
 	var b strings.Builder
-	line := func(format string, args ...any) { fmt.Fprintf(&b, "    "+format+"\n", args...) }
+	line := func(format string, args ...any) {
+		fmt.Fprintf(&b, "    %s\n", redact.Printable(fmt.Sprintf(format, args...)))
+	}
 	switch verdict.Verdict(r.Verdict) {
 	case verdict.CrashRestart, verdict.ServerCrash, verdict.OOMKill, verdict.PostmasterPID1, verdict.CrashRestartConfirmed:
 	default:
 		return ""
 	}
-	fmt.Fprintf(&b, "  >> %s: %s\n", strings.ToUpper(r.Verdict), r.Summary)
+	fmt.Fprintf(&b, "  >> %s\n", redact.Printable(strings.ToUpper(r.Verdict)+": "+r.Summary))
 	if r.Cmdline != "" {
 		line("command:  %s", r.Cmdline)
 	}

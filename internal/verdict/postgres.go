@@ -37,6 +37,9 @@ type Rule struct {
 	Crashes func(event.ExitStatus) bool
 	// LogSubject is the postmaster's name for an unknown child in its log.
 	LogSubject string
+	// LogsCleanExit: an unknown child's exit 0 or 1 is logged at LOG level
+	// (18); before, only at DEBUG2, which nobody's log shows.
+	LogsCleanExit bool
 	// Source names where the rule is in postmaster.c.
 	Source string
 }
@@ -44,8 +47,8 @@ type Rule struct {
 // Rules is the table, newest first. Versions outside it are assumed to
 // behave like the nearest one: the check has been the same since 9.x.
 var Rules = []Rule{
-	{18, 18, unlessExit0or1, "untracked child process", "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1"},
-	{12, 17, unlessExit0or1, "server process", "reaper() -> CleanupBackend(): HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
+	{18, 18, unlessExit0or1, "untracked child process", true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
+	{12, 17, unlessExit0or1, "server process", false, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
 }
 
 // unlessExit0or1: every signal and every exit code but 0 and 1.
@@ -66,8 +69,11 @@ func RuleFor(major int) Rule {
 }
 
 // ChildExitCrashes reports whether a postmaster of the given major version
-// runs crash recovery when a child ends with status. Backends follow the
-// same check (CleanupBackend), so it serves for server processes too.
+// runs crash recovery when a child ends with status. Backends and most
+// auxiliary processes follow the same check; the exceptions, restarted
+// without a crash, are the logger (every version), the statistics collector
+// (up to 14) and the archiver (up to 14), which the kernel cannot tell
+// apart: the crash-restart-confirmed record says whether it happened.
 func ChildExitCrashes(major int, status event.ExitStatus) bool {
 	return RuleFor(major).Crashes(status)
 }

@@ -31,8 +31,13 @@ func TestChildExitCrashesPerVersion(t *testing.T) {
 		}
 	}
 	// Unknown or out-of-table versions fall back to the nearest rule.
-	if !ChildExitCrashes(0, sigpipe) || !ChildExitCrashes(19, exit3) || ChildExitCrashes(11, exit1) {
-		t.Error("fallback rules disagree with the table")
+	for major, want := range map[int]string{0: "server process", 11: "server process", 19: "untracked child process"} {
+		if got := RuleFor(major).LogSubject; got != want {
+			t.Errorf("RuleFor(%d) logs %q, want the nearest rule's %q", major, got, want)
+		}
+	}
+	if RuleFor(15).LogsCleanExit || !RuleFor(18).LogsCleanExit {
+		t.Error("exit 0/1 of an unknown child is logged at LOG level by 18 only")
 	}
 }
 

@@ -37,9 +37,10 @@ func TestFailuresAreClearAndLeaveNothingAttached(t *testing.T) {
 	}{
 		{"unprivileged user", asNobody, []string{"trace", "--duration", "1s"}, 3, "needs root, or the capabilities CAP_BPF, CAP_PERFMON"},
 		{"no BTF", nil, []string{"trace", "--duration", "1s", "--kernel-btf", "/nonexistent/vmlinux"}, 4, "CONFIG_DEBUG_INFO_BTF=y"},
-		{"kernel feature missing", nil, []string{"trace", "--duration", "1s", "--refuse-program", "handle_mark_victim"}, 5, "lacks a BPF feature orphanwatch needs"},
+		{"kernel feature missing", []string{"env", "ORPHANWATCH_REFUSE_PROGRAM=handle_mark_victim"}, []string{"trace", "--duration", "1s"}, 5, "lacks a BPF feature orphanwatch needs"},
 		{"unknown flag", nil, []string{"trace", "--bogus"}, 2, "flag provided but not defined: -bogus"},
-		{"bad value", nil, []string{"trace", "--ringbuf-size", "1000"}, 1, "must be a power of two"},
+		{"bad value", nil, []string{"trace", "--ringbuf-size", "1000"}, 2, "must be a power of two"},
+		{"not a number", nil, []string{"trace", "--max-processes", "64K"}, 2, "-max-processes: must be a whole number"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

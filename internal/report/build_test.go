@@ -1,0 +1,77 @@
+package report
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/event"
+	"github.com/orphanwatch/orphanwatch/internal/lineage"
+	"github.com/orphanwatch/orphanwatch/internal/verdict"
+)
+
+func wall(uint64) time.Time { return time.Time{} }
+
+// postgres_log is the line the postmaster writes at its default log level,
+// or nothing: a clean exit of an unknown child is logged at LOG level by
+// PostgreSQL 18 only, and a server process under a name the kernel does
+// not know.
+func TestPostgresLogOnlyWhenThePostmasterLogsIt(t *testing.T) {
+	exit := func(status event.ExitStatus) *event.Event {
+		ev := &event.Event{Kind: event.KindExit, Time: 2e9, Status: status}
+		ev.Task = event.Task{PID: 500, NSPid: 12}
+		return ev
+	}
+	tests := []struct {
+		verdict verdict.Verdict
+		major   int
+		status  event.ExitStatus
+		want    string
+	}{
+		{verdict.CrashRestart, 15, event.ExitStatus(unix.SIGPIPE), "server process (PID 12) was terminated by signal 13: Broken pipe"},
+		{verdict.CrashRestart, 18, event.ExitStatus(3 << 8), "untracked child process (PID 12) exited with exit code 3"},
+		{verdict.Adopted, 15, event.ExitStatus(0), ""},
+		{verdict.Adopted, 18, event.ExitStatus(1 << 8), "untracked child process (PID 12) exited with exit code 1"},
+		{verdict.ServerCrash, 15, event.ExitStatus(unix.SIGKILL), ""},
+	}
+	for _, tt := range tests {
+		pm := &lineage.Postmaster{Key: event.ProcessKey{PID: 100}, NSPid: 1, Major: tt.major}
+		r := Build(exit(tt.status), Facts{Decision: verdict.Decision{Verdict: tt.verdict, Flagged: true}, Postmaster: pm, Wall: wall})
+		if r.PostgresLog != tt.want {
+			t.Errorf("%s on %d (%v): postgres_log %q, want %q", tt.verdict, tt.major, tt.status, r.PostgresLog, tt.want)
+		}
+	}
+}
+
+// A live orphan's adoption record names no signal sender: a signal it
+// survived long ago is not news. A dead one's does.
+func TestAdoptionNamesASenderOnlyForTheDead(t *testing.T) {
+	ev := &event.Event{Kind: event.KindAdoption, Time: 2e9, Flags: event.HasSignal, Status: event.ExitStatus(unix.SIGTERM)}
+	ev.Task = event.Task{PID: 500, NSPid: 12}
+	ev.Signal = event.Signal{Signo: uint32(unix.SIGTERM), SenderPID: 42}
+	d := Facts{Decision: verdict.Decision{Verdict: verdict.Adoption, Flagged: true}, Wall: wall}
+	if r := Build(ev, d); r.SignalSender != nil {
+		t.Errorf("live orphan: sender %+v", r.SignalSender)
+	}
+	ev.Task.Flags |= event.TaskZombie
+	if r := Build(ev, d); r.SignalSender == nil || r.SignalSender.PID != 42 {
+		t.Errorf("dead orphan: sender %+v, want pid 42", r.SignalSender)
+	}
+}
+
+// An orphan adopted before orphanwatch started has no birth record: the
+// tree the kernel walks at its death starts at the postmaster, which is not
+// its original parent.
+func TestAdopteeWithoutBirthRecordHasNoInventedOriginalParent(t *testing.T) {
+	ev := &event.Event{Kind: event.KindExit, Time: 2e9, Status: event.ExitStatus(unix.SIGPIPE), Flags: event.HasBirth}
+	ev.Task = event.Task{PID: 500, NSPid: 12}
+	ev.Birth.Flags = event.BirthWalked
+	ev.Birth.Ancestry[0] = event.Ancestor{PID: 100}
+	copy(ev.Birth.Ancestry[0].Comm[:], "postgres")
+	proc := &lineage.Process{Key: event.ProcessKey{PID: 500}, Origin: verdict.OriginAdopted}
+	r := Build(ev, Facts{Decision: verdict.Decision{Verdict: verdict.CrashRestart, Flagged: true}, Process: proc, Wall: wall})
+	if r.OriginalParentPID != 0 || r.OriginalParentComm != "" {
+		t.Errorf("original parent = %d %q, want unknown", r.OriginalParentPID, r.OriginalParentComm)
+	}
+}
