@@ -44,7 +44,7 @@ soak: ## A 10-minute soak against real PostgreSQL: churn, an incident every 30 s
 	SOAK_DURATION=$(SOAK_DURATION) SOAK_INTERVAL=$(SOAK_INTERVAL) go test -count=1 -run '^TestSoak$$' -v -timeout 30m ./test/e2e
 
 FUZZTIME ?= 1m
-fuzz: ## Run every fuzz target for FUZZTIME (default 1m; the test suite runs each for 5 s).
+fuzz: ## Run every fuzz target for FUZZTIME (default 1m; the test suite runs 30000 inputs each).
 	./scripts/fuzz.sh $(FUZZTIME)
 
 lint: ## gofmt and go vet.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every go test -fuzz target for a while (default 5s each): the ring
+# Runs every go test -fuzz target for a while (default 5s each, or Nx for N
+# inputs): the ring
 # buffer decoder, the cgroup parser, redaction, and the /proc parsers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
