@@ -284,15 +284,7 @@ func startNamespace(t *testing.T, script string) (init int, release func()) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for init == 0 && time.Now().Before(deadline) {
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
-		fmt.Sscan(string(data), &init)
-		time.Sleep(10 * time.Millisecond)
-	}
-	if init == 0 {
-		t.Fatal("namespace init not found")
-	}
+	init = testenv.ChildOf(t, cmd.Process.Pid)
 	return init, func() { stdin.Write([]byte("go\n")); stdin.Close(); cmd.Wait() }
 }
 
@@ -432,16 +424,7 @@ func TestKernelNamespaceTeardownIsNoAdoption(t *testing.T) {
 	if err := ns.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var init int
-	deadline := time.Now().Add(5 * time.Second)
-	for init == 0 && time.Now().Before(deadline) {
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", ns.Process.Pid, ns.Process.Pid))
-		fmt.Sscan(string(data), &init)
-		time.Sleep(10 * time.Millisecond)
-	}
-	if init == 0 {
-		t.Fatal("namespace init not found")
-	}
+	init := testenv.ChildOf(t, ns.Process.Pid)
 	time.Sleep(200 * time.Millisecond) // let it start its children
 	unix.Kill(init, unix.SIGKILL)
 	ns.Wait()

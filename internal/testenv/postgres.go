@@ -166,10 +166,10 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.InitPID = childOf(t, c.UnsharePID)
+	c.InitPID = ChildOf(t, c.UnsharePID)
 	c.PostmasterPID = c.InitPID
 	if len(opts.Init) > 0 {
-		c.PostmasterPID = childOf(t, c.InitPID)
+		c.PostmasterPID = ChildOf(t, c.InitPID)
 	}
 	return c
 }
@@ -201,8 +201,8 @@ func templateCluster(t testing.TB, uid, gid int) string {
 	return templateDir
 }
 
-// childOf finds the only child of pid.
-func childOf(t testing.TB, pid int) int {
+// ChildOf finds the first child of pid, waiting up to 2 s for one.
+func ChildOf(t testing.TB, pid int) int {
 	t.Helper()
 	for range 100 {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
