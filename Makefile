@@ -11,14 +11,18 @@ BIN        := bin/orphanwatch
 IMAGE      ?= orphanwatch:$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help generate check-generated build run test test-unit bench soak fuzz lint image
+.PHONY: help generate generate-bpf check-generated build run test test-unit bench soak fuzz lint image
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-generate: ## Rebuild the committed BPF objects (needs clang-19, libbpf-dev) and the PrometheusRule.
-	BPF2GO_CC=$(BPF_CLANG) BPF2GO_STRIP=$(BPF_STRIP) BPF2GO_CFLAGS="$(BPF_CFLAGS)" go generate ./internal/probe
+# scripts/bpf-cc runs $(BPF_CLANG) with relative paths, so the objects are the
+# same bytes in every clone (see the script for the clang behaviour behind it).
+generate: generate-bpf ## Rebuild the committed BPF objects (needs clang-19, libbpf-dev) and the PrometheusRule.
 	go generate ./deploy/kubernetes
+
+generate-bpf: ## Rebuild only the BPF objects and their Go bindings.
+	BPF_CLANG=$(BPF_CLANG) BPF2GO_CC=$(CURDIR)/scripts/bpf-cc BPF2GO_STRIP=$(BPF_STRIP) BPF2GO_CFLAGS="$(BPF_CFLAGS)" go generate ./internal/probe
 
 check-generated: ## Fail when the committed BPF objects differ from what `make generate` builds.
 	./scripts/check-generated.sh
