@@ -2,6 +2,7 @@ package report
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,20 +19,48 @@ import (
 // which the agent calls whenever the kernel has nothing more to hand over:
 // a lone event is written at once, a burst in a few writes.
 type JSONWriter struct {
-	mu  sync.Mutex
-	buf *bufio.Writer
-	enc *json.Encoder
+	mu   sync.Mutex
+	buf  *bufio.Writer
+	line bytes.Buffer // one encoded record, before its C1 controls are escaped
+	enc  *json.Encoder
 }
 
 func NewJSONWriter(w io.Writer) *JSONWriter {
-	buf := bufio.NewWriterSize(w, 64<<10)
-	return &JSONWriter{buf: buf, enc: json.NewEncoder(buf)}
+	j := &JSONWriter{buf: bufio.NewWriterSize(w, 64<<10)}
+	j.enc = json.NewEncoder(&j.line)
+	return j
 }
 
 func (j *JSONWriter) Write(r *Record) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.enc.Encode(r)
+	j.line.Reset()
+	if err := j.enc.Encode(r); err != nil {
+		return err
+	}
+	return writeC1Escaped(j.buf, j.line.Bytes())
+}
+
+// writeC1Escaped writes a JSON line with the C1 controls (U+0080-U+009F)
+// escaped as \u00XX: encoding/json escapes only C0, and a terminal that tails
+// the JSON acts on C1 (U+009B is CSI) as on ESC [. In a JSON text a C1 control
+// can only be inside a string, encoded as 0xC2 0x80-0x9F, so a byte scan is exact.
+func writeC1Escaped(w *bufio.Writer, line []byte) error {
+	for {
+		i := bytes.IndexByte(line, 0xc2)
+		if i < 0 || i+1 >= len(line) {
+			_, err := w.Write(line)
+			return err
+		}
+		if c := line[i+1]; c >= 0x80 && c <= 0x9f {
+			w.Write(line[:i])
+			fmt.Fprintf(w, `\u%04x`, c)
+			line = line[i+2:]
+			continue
+		}
+		w.Write(line[:i+2])
+		line = line[i+2:]
+	}
 }
 
 // Flush writes out the buffered lines.

@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -44,4 +45,43 @@ func plainTable(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return buf.String()
+}
+
+// JSON lines are tailed in terminals too: no control character may reach one
+// raw, C1 (U+009B is CSI) included, and the values must decode unchanged.
+func TestJSONEscapesTerminalControls(t *testing.T) {
+	r := seedRecord()
+	r.Comm = "ps\u009b2J\u0085é"
+	r.Cmdline = "psql \x1b[31m \u0080\u009f\u00a0"
+	var buf bytes.Buffer
+	w := NewJSONWriter(&buf)
+	for i := 0; i < 2; i++ { // the scratch line is reused
+		if err := w.Write(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if i := strings.IndexFunc(out, func(c rune) bool {
+		return c < ' ' && c != '\n' || c >= 0x7f && c <= 0x9f
+	}); i >= 0 {
+		t.Errorf("control character %q at %d in:\n%q", out[i:], i, out)
+	}
+	for _, want := range []string{`ps\u009b2J\u0085é`, `\u001b[31m \u0080\u009f` + "\u00a0"} {
+		if strings.Count(out, want) != 2 {
+			t.Errorf("output lacks two of %q:\n%s", want, out)
+		}
+	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	for i := 0; i < 2; i++ {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		if m["comm"] != r.Comm || m["cmdline"] != r.Cmdline {
+			t.Errorf("decoded comm %q, cmdline %q; want %q, %q", m["comm"], m["cmdline"], r.Comm, r.Cmdline)
+		}
+	}
 }
