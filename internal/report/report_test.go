@@ -115,4 +115,9 @@ func TestTableAndStory(t *testing.T) {
 	if strings.Contains(out, "hunter2") {
 		t.Error("password in the table output")
 	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasSuffix(line, " ") {
+			t.Errorf("trailing blanks: %q", line)
+		}
+	}
 }

@@ -114,7 +114,9 @@ func padded(cells []string) string {
 	out := make([]string, len(cells)) // cells may be the shared header
 	for i, c := range cells {
 		c = redact.Printable(c)
-		if pad := widths[i] - len(c); pad > 0 {
+		// The last cell is not a tabwriter column: padding it would only
+		// leave trailing blanks.
+		if pad := widths[i] - len(c); pad > 0 && i < len(cells)-1 {
 			c += strings.Repeat(" ", pad)
 		}
 		out[i] = c
