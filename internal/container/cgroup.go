@@ -84,6 +84,10 @@ func FromPath(path string) Ref {
 		if el == "" || el == "." || el == ".." {
 			continue
 		}
+		if cannotName(el) {
+			prev = el
+			continue
+		}
 		switch {
 		case podElement.MatchString(el):
 			ref = Ref{Runtime: RuntimeKubernetes, PodUID: podUID(el)}
@@ -106,6 +110,17 @@ func FromPath(path string) Ref {
 		prev = el
 	}
 	return ref
+}
+
+// shortestNaming is the length of the shortest element that names a pod or
+// a container: pod<32 hex digits>. Every other form is longer or has a colon.
+const shortestNaming = len("pod") + 32
+
+// cannotName reports, without a regexp, that an element names no pod and no
+// container: most do not (user.slice, session-2.scope), and with --all every
+// exit's path is parsed.
+func cannotName(el string) bool {
+	return len(el) < shortestNaming && strings.IndexByte(el, ':') < 0
 }
 
 // fromColonElement reads slice:prefix:id. The kernel truncates long names

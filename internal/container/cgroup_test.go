@@ -157,10 +157,22 @@ func FuzzFromPath(f *testing.F) {
 		"/machine.slice/libpod-conmon-" + id + ".scope",
 		"/../../kubepods/pod" + static + "/crio-" + id,
 		"::::/pod/docker/",
+		"/pod" + static,                 // the shortest element that names something
+		"/pod" + static[:31] + "/a:b:c", // one shorter, and colons
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, path string) {
+		for _, el := range strings.Split(path, "/") {
+			if !cannotName(el) {
+				continue
+			}
+			for _, re := range []*regexp.Regexp{podElement, scopeElement, colonElement, bareID} {
+				if re.MatchString(el) {
+					t.Fatalf("element %q skipped as naming nothing, but %s matches it", el, re)
+				}
+			}
+		}
 		ref := FromPath(path)
 		if ref.IsZero() {
 			if ref != (Ref{}) {
