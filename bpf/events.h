@@ -150,7 +150,7 @@ struct event {
 	__u32 _pad;
 	struct task_ref task;     /* the process the event is about */
 	struct task_ref parent;   /* exit: parent at death; adoption: new parent; signal: sender */
-	struct task_ref previous; /* adoption: the parent that died */
+	struct task_ref previous; /* adoption: the parent that died; signal: the target's parent */
 	struct cgroup_ref cgroup;
 	struct signal_info signal;
 	struct oom_info oom;

@@ -97,6 +97,9 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	e->flags |= EVENT_HAS_SIGNAL;
 	read_task_ref(task, &e->task);
 	read_task_ref(sender, &e->parent);
+	/* A postmaster signals each child and then its process group: the
+	 * target's parent tells its own children from their descendants. */
+	read_task_ref(task->real_parent, &e->previous);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

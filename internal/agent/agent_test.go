@@ -151,11 +151,17 @@ func TestSeedIncidentVerdictAndRecord(t *testing.T) {
 func (f *fixture) fanOut(at uint64, children ...uint32) {
 	for _, child := range children {
 		for range 2 {
-			ev := &event.Event{Kind: event.KindSignal, Time: at, Task: task(child, child, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
-			ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
-			f.agent.Handle(ev)
+			f.agent.Handle(quitFromPostmaster(at, task(child, child, 21, "postgres"), postmaster))
 		}
 	}
+}
+
+// quitFromPostmaster is the SIGQUIT event the postmaster's fan-out makes
+// for target, whose parent is parent.
+func quitFromPostmaster(at uint64, target, parent event.Task) *event.Event {
+	ev := &event.Event{Kind: event.KindSignal, Time: at, Task: target, Parent: postmaster, Previous: parent, Flags: event.HasSignal}
+	ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
+	return ev
 }
 
 // restart is what /proc shows once the postmaster restarted: a child of
@@ -191,6 +197,23 @@ func TestCrashRestartConfirmedByFanOut(t *testing.T) {
 	}
 	if rs[0].Terminated != 3 || rs[0].Trigger == nil || rs[0].Trigger.Comm != "psql" || rs[0].Trigger.Signal != "SIGPIPE" {
 		t.Errorf("confirmed = terminated %d trigger %+v", rs[0].Terminated, rs[0].Trigger)
+	}
+}
+
+// The signal to a server process's group also reaches that process's own
+// children (the archiver's archive_command shell, say): they are not server
+// processes, and the count says how many server processes were told to quit.
+func TestConfirmedCountsOnlyThePostmastersChildren(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(psqlExit())
+	f.fanOut(50e7+1e6, 101, 102)
+	archiver := task(102, 102, 21, "postgres")
+	f.agent.Handle(quitFromPostmaster(50e7+2e6, task(120, 120, 30, "sh"), archiver))
+	f.restart()
+	rs := f.waitConfirmed(3 * time.Second)
+	if len(rs) != 1 || rs[0].Terminated != 2 {
+		t.Fatalf("confirmed records %+v, want one telling 2 server processes to quit", rs)
 	}
 }
 
@@ -302,9 +325,7 @@ func TestImmediateShutdownIsNotConfirmed(t *testing.T) {
 	toPM := &event.Event{Kind: event.KindSignal, Time: 60e7, Task: postmaster, Parent: task(400, 400, 55, "pg_ctl"), Flags: event.HasSignal}
 	toPM.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 400}
 	f.agent.Handle(toPM)
-	ev := &event.Event{Kind: event.KindSignal, Time: 60e7 + 1e6, Task: task(101, 101, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
-	ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
-	f.agent.Handle(ev)
+	f.agent.Handle(quitFromPostmaster(60e7+1e6, task(101, 101, 21, "postgres"), postmaster))
 	f.restart()
 	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {
 		t.Errorf("an immediate shutdown was confirmed as a crash-restart: %+v", rs)
@@ -394,9 +415,7 @@ func TestBackendToldToQuitIsAConsequenceEvenIfItsSignalRecordMoved(t *testing.T)
 	f := newFixture(t, false)
 	f.postmasterExec()
 	f.agent.Handle(psqlExit())
-	quit := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(101, 2, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
-	quit.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
-	f.agent.Handle(quit)
+	f.agent.Handle(quitFromPostmaster(50e7+1e6, task(101, 2, 21, "postgres"), postmaster))
 	exit := &event.Event{Kind: event.KindExit, Time: 50e7 + 40e6, Status: event.ExitStatus(2 << 8), Flags: event.HasBirth | event.HasSignal}
 	exit.Task, exit.Parent = task(101, 2, 21, "postgres"), postmaster
 	exit.Birth.Flags = event.BirthForked

@@ -56,9 +56,11 @@ type fanOut struct {
 	// PostgreSQL 12-14 a smart shutdown ends with a SIGQUIT to the stats
 	// collector, possibly hours later.
 	shutdown bool
-	targets  map[uint32]bool
-	first    uint64 // boot ns of the fan-out's first signal
-	timer    *time.Timer
+	// targets: the postmaster's own children it told to quit, the server
+	// processes; its signals to their process groups reach their children too.
+	targets map[uint32]bool
+	first   uint64 // boot ns of the fan-out's first signal
+	timer   *time.Timer
 	// told: children the postmaster sent SIGQUIT/SIGABRT, by pid -> boot ns,
 	// kept past the count so their deaths are known for consequences.
 	told map[uint32]uint64
@@ -155,7 +157,9 @@ func (c *confirmer) observe(ev *event.Event) {
 		deadline := time.Now().Add(c.giveUp)
 		f.timer = time.AfterFunc(c.settle, func() { c.agent.locked(func() { c.check(key, deadline) }) })
 	}
-	f.targets[ev.Task.PID] = true
+	if ev.Previous.PID == pm.Key.PID {
+		f.targets[ev.Task.PID] = true
+	}
 }
 
 // check looks for the postmaster's restart after a fan-out: confirmed when

@@ -210,7 +210,7 @@ type Event struct {
 	Status   ExitStatus // exit; adoption of a zombie
 	Task     Task       // the process the event is about
 	Parent   Task       // exit: parent at death; adoption: new parent; exec: parent; signal: sender
-	Previous Task       // adoption: the parent that died
+	Previous Task       // adoption: the parent that died; signal: the target's parent
 	Cgroup   Cgroup
 	Signal   Signal
 	OOM      OOM

@@ -354,6 +354,46 @@ func TestKernelBirthsAreRecordedUnderAWatchedInit(t *testing.T) {
 	}
 }
 
+// A postmaster's crash handling signals each child and then the child's
+// process group: a signal event names the target's parent, which tells the
+// postmaster's own children (server processes) from their descendants.
+func TestKernelSignalNamesTheTargetsParent(t *testing.T) {
+	c := startProbe(t, Config{})
+	// The sender starts a process group of its own (a child and a
+	// grandchild), waits to be watched, then signals the whole group.
+	sender := exec.Command("sh", "-c", `setsid sh -c 'sleep 30 & wait' & read go; kill -TERM -$!; wait`)
+	stdin, err := sender.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sender.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); sender.Process.Kill(); sender.Wait() })
+	child := testenv.ChildOf(t, sender.Process.Pid)
+	grandchild := testenv.ChildOf(t, child)
+	t.Cleanup(func() { unix.Kill(-child, unix.SIGKILL) })
+	st, err := procfs.Default.ReadStat(sender.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.probe.Watch(event.ProcessKey{PID: uint32(sender.Process.Pid), StartTicks: st.StartTicks}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	for target, parent := range map[int]int{child: sender.Process.Pid, grandchild: child} {
+		ev := c.waitFor(t, "signal", func(ev *event.Event) bool { return ev.Kind == event.KindSignal && ev.Task.PID == uint32(target) })
+		if ev.Parent.PID != uint32(sender.Process.Pid) || ev.Signal.Signo != uint32(unix.SIGTERM) {
+			t.Errorf("signal to %d: sender %d signal %d, want SIGTERM from %d", target, ev.Parent.PID, ev.Signal.Signo, sender.Process.Pid)
+		}
+		if ev.Previous.PID != uint32(parent) {
+			t.Errorf("signal to %d: target's parent %d, want %d", target, ev.Previous.PID, parent)
+		}
+	}
+}
+
 func TestKernelCountersAndDefaultFilter(t *testing.T) {
 	c := startProbe(t, Config{})
 	before, err := c.probe.Counters()
