@@ -16,8 +16,8 @@ IMAGE      ?= orphanwatch:$(VERSION)
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-# scripts/bpf-cc runs $(BPF_CLANG) with relative paths, so the objects are the
-# same bytes in every clone (see the script for the clang behaviour behind it).
+# scripts/bpf-cc runs $(BPF_CLANG) on a copy of bpf/ and vmlinux/ in a fixed
+# place, so the objects are the same bytes in every clone (the script says why).
 generate: generate-bpf ## Rebuild the committed BPF objects (needs clang-19, libbpf-dev) and the PrometheusRule.
 	go generate ./deploy/kubernetes
 
