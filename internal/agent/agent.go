@@ -241,11 +241,11 @@ func (a *Agent) onExit(ev *event.Event) {
 }
 
 // origin: the kernel's birth record when there is one (adopted when the
-// parent now is not the parent at birth, as the exit program decides for
-// EVENT_ADOPTED), else the table's knowledge from /proc.
+// parent now is not the parent at birth; the OOM program, unlike the exit
+// program, sets no Adopted flag), else the table's knowledge from /proc.
 func origin(ev *event.Event, proc *lineage.Process) verdict.Origin {
 	if ev.Flags&event.HasBirth != 0 && ev.Birth.Flags&event.BirthForked != 0 {
-		if ev.Flags&event.Adopted != 0 || ev.Birth.Ancestry[0].PID != ev.Parent.PID {
+		if ev.Birth.Ancestry[0].PID != ev.Parent.PID {
 			return verdict.OriginAdopted
 		}
 		return verdict.OriginForked

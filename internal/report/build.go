@@ -57,7 +57,11 @@ func Build(ev *event.Event, f Facts) Record {
 
 	r.Exe, r.Cmdline = command(ev, f.Process)
 	birth := &ev.Birth
-	adoptedUnrecorded := birth.Flags&event.BirthForked == 0 && f.Process != nil && f.Process.Origin == verdict.OriginAdopted
+	// Without a birth record the kernel walks the live tree. At an adoption
+	// the walk starts at the dying parent, which is right; at a later death
+	// it starts at the adopter, which is not the original parent.
+	adoptedUnrecorded := ev.Kind != event.KindAdoption && birth.Flags&event.BirthForked == 0 &&
+		f.Process != nil && f.Process.Origin == verdict.OriginAdopted
 	if birth.Flags&(event.BirthForked|event.BirthWalked) != 0 && !adoptedUnrecorded {
 		r.OriginalParentPID = birth.Ancestry[0].PID
 		r.OriginalParentComm = birth.Ancestry[0].Comm.String()
@@ -120,12 +124,8 @@ func Build(ev *event.Event, f Facts) Record {
 		// process is logged under its own type (e.g. "client backend" on
 		// 18), which the kernel does not know.
 		switch f.Decision.Verdict {
-		case verdict.CrashRestart:
+		case verdict.CrashRestart, verdict.Adopted:
 			r.PostgresLog = verdict.LogLine(pm.Major, ev.Task.NSPid, ev.Status)
-		case verdict.Adopted:
-			if verdict.RuleFor(pm.Major).LogsCleanExit {
-				r.PostgresLog = verdict.LogLine(pm.Major, ev.Task.NSPid, ev.Status)
-			}
 		}
 	}
 	switch f.Decision.Verdict {

@@ -75,3 +75,21 @@ func TestAdopteeWithoutBirthRecordHasNoInventedOriginalParent(t *testing.T) {
 		t.Errorf("original parent = %d %q, want unknown", r.OriginalParentPID, r.OriginalParentComm)
 	}
 }
+
+// At an adoption the kernel's walk of the live tree starts at the parent
+// that is dying: without a birth record, that is still the ancestry.
+func TestAdoptionWithoutBirthRecordKeepsTheWalkedAncestry(t *testing.T) {
+	ev := &event.Event{Kind: event.KindAdoption, Time: 2e9, Flags: event.HasBirth}
+	ev.Task = event.Task{PID: 500, NSPid: 12}
+	ev.Previous = event.Task{PID: 400}
+	ev.Birth.Flags = event.BirthWalked
+	for i, a := range []uint32{400, 300} {
+		ev.Birth.Ancestry[i] = event.Ancestor{PID: a}
+		copy(ev.Birth.Ancestry[i].Comm[:], "sh")
+	}
+	proc := &lineage.Process{Key: event.ProcessKey{PID: 500}, Origin: verdict.OriginAdopted}
+	r := Build(ev, Facts{Decision: verdict.Decision{Verdict: verdict.Adoption, Flagged: true}, Process: proc, Wall: wall})
+	if r.OriginalParentPID != 400 || len(r.Ancestry) != 2 || r.Ancestry[1].PID != 300 {
+		t.Errorf("original parent %d, ancestry %+v; want 400 <- 300", r.OriginalParentPID, r.Ancestry)
+	}
+}

@@ -78,10 +78,15 @@ func ChildExitCrashes(major int, status event.ExitStatus) bool {
 	return RuleFor(major).Crashes(status)
 }
 
-// LogLine is what the postmaster logs about that child, with nsPid the pid
-// as the postmaster sees it (in its own namespace).
+// LogLine is what the postmaster logs at LOG level about the exit of a child
+// it never forked, with nsPid the pid as the postmaster sees it (in its own
+// namespace); "" where it logs nothing at that level (exit 0 or 1 before 18).
 func LogLine(major int, nsPid uint32, status event.ExitStatus) string {
-	subject := RuleFor(major).LogSubject
+	rule := RuleFor(major)
+	if !rule.Crashes(status) && !rule.LogsCleanExit {
+		return ""
+	}
+	subject := rule.LogSubject
 	if status.Signaled() {
 		return fmt.Sprintf("%s (PID %d) was terminated by signal %d: %s", subject, nsPid, status.Signal(), signalDescription(status))
 	}

@@ -52,6 +52,8 @@ func TestLogLineWordingPerVersion(t *testing.T) {
 		{17, exit3, "server process (PID 9) exited with exit code 3"},
 		{18, sigpipe, "untracked child process (PID 9) was terminated by signal 13: Broken pipe"},
 		{18, exit3, "untracked child process (PID 9) exited with exit code 3"},
+		{15, event.ExitStatus(1 << 8), ""}, // not logged at LOG level before 18
+		{18, event.ExitStatus(1 << 8), "untracked child process (PID 9) exited with exit code 1"},
 	}
 	for _, tt := range tests {
 		if got := LogLine(tt.major, 9, tt.status); got != tt.want {
