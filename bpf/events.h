@@ -49,6 +49,7 @@ enum signal_flag {
 	SIGNAL_FROM_SELF = 1 << 1,    /* raised by the process itself: SIGPIPE, abort(), faults */
 	SIGNAL_DEFAULT_ACTION = 1 << 2, /* delivered with SIG_DFL: the signal killed it */
 	SIGNAL_NO_INFO = 1 << 3,  /* SEND_SIG_NOINFO: kernel code acting for the process, e.g. pipe_write's SIGPIPE */
+	SIGNAL_TO_CHILD = 1 << 4, /* signal events: the sender is the target's parent */
 };
 
 /* oom_info.flags */
@@ -150,7 +151,7 @@ struct event {
 	__u32 _pad;
 	struct task_ref task;     /* the process the event is about */
 	struct task_ref parent;   /* exit: parent at death; adoption: new parent; signal: sender */
-	struct task_ref previous; /* adoption: the parent that died; signal: the target's parent */
+	struct task_ref previous; /* adoption: the parent that died */
 	struct cgroup_ref cgroup;
 	struct signal_info signal;
 	struct oom_info oom;

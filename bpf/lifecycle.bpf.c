@@ -151,7 +151,7 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	read_task_ref(task, &e->task);
 	read_task_ref(task->real_parent, &e->parent);
 	read_cgroup(task, e);
-	read_history(&key, e);
+	read_history(&key, bpf_map_lookup_elem(&births, &key), e);
 	submit_event(e);
 	return 0;
 }
@@ -261,7 +261,7 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, _
 	if (e->task.flags & TASK_ZOMBIE)
 		e->exit_status = exit_status_of(child);
 	struct proc_key key = { .tgid = e->task.tgid, .start_ns = e->task.start_ns };
-	read_history(&key, e);
+	read_history(&key, bpf_map_lookup_elem(&births, &key), e);
 	if (!(e->birth.fork.flags & BIRTH_FORKED))
 		walk_ancestry(father, &e->birth.fork); /* the dying father is its parent */
 	submit_event(e);
@@ -279,9 +279,17 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, _
  * over from reporting them again. */
 static __always_inline void report_orphans(struct task_struct *father)
 {
+	/* Orphans of a host process with no subreaper above it go to the host's
+	 * init: routine (daemons detach that way) and never flagged, so decided
+	 * before the threads and the namespace are read. */
+	struct signal_struct *sig = father->signal;
+	if (!stream_all && father->thread_pid->level == 0 &&
+	    !BPF_CORE_READ_BITFIELD(sig, has_child_subreaper))
+		return;
+
 	bool live = has_live_thread(father);
 	__u32 handover = HANDOVER_NONE;
-	if (BPF_CORE_READ(father, signal, flags) & SIGNAL_GROUP_EXIT)
+	if (sig->flags & SIGNAL_GROUP_EXIT)
 		handover = live ? HANDOVER_MAYBE : HANDOVER_FINAL;
 	else if (live)
 		return; /* a live thread takes them: nobody is adopted */
@@ -294,8 +302,7 @@ static __always_inline void report_orphans(struct task_struct *father)
 	struct task_struct *reaper = predict_reaper(father, ns, &flags);
 	if (!reaper)
 		return; /* the namespace is being killed */
-	/* Orphans of host processes handed to the host's init are routine
-	 * (daemons detach that way) and user space never flags them. */
+	/* The same for a host process whose subreapers are all gone. */
 	if (!stream_all && scratch.ns_level == 0 && !(flags & EVENT_REAPER_GUESSED) &&
 	    reaper == BPF_CORE_READ(ns, child_reaper))
 		return;
@@ -348,7 +355,7 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 	__u32 status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code : task->exit_code;
 	struct task_struct *parent = task->real_parent;
 	__u32 parent_tgid = parent->tgid;
-	bool adopted = birth && (birth->flags & BIRTH_FORKED) && birth->ancestry[0].tgid != parent_tgid;
+	bool adopted = birth && birth->ancestry[0].tgid != parent_tgid; /* only fork writes births */
 	bool send = stream_all || adopted;
 	if (!send) {
 		/* Postmasters, and children of postmasters that are not plain
@@ -384,7 +391,7 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 			read_task_ref(task, &e->task);
 			read_task_ref(parent, &e->parent);
 			read_cgroup(task, e);
-			read_history(&key, e);
+			read_history(&key, birth, e);
 			if (!(e->birth.fork.flags & BIRTH_FORKED))
 				walk_ancestry(parent, &e->birth.fork); /* not adopted: its parent is its own */
 			submit_event(e);

@@ -93,7 +93,7 @@ int BPF_PROG(handle_mark_victim, struct task_struct *victim)
 	if (memcg_at_limit(victim))
 		e->oom.flags |= OOM_MEMCG;
 	struct proc_key key = { .tgid = e->task.tgid, .start_ns = e->task.start_ns };
-	read_history(&key, e);
+	read_history(&key, bpf_map_lookup_elem(&births, &key), e);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

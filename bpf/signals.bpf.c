@@ -94,12 +94,13 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	if (!e)
 		return 0;
 	e->signal = s;
+	/* A postmaster signals each child and then its process group: this
+	 * tells its own children from their descendants. */
+	if (task->real_parent->tgid == s.sender_tgid)
+		e->signal.flags |= SIGNAL_TO_CHILD;
 	e->flags |= EVENT_HAS_SIGNAL;
 	read_task_ref(task, &e->task);
 	read_task_ref(sender, &e->parent);
-	/* A postmaster signals each child and then its process group: the
-	 * target's parent tells its own children from their descendants. */
-	read_task_ref(task->real_parent, &e->previous);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

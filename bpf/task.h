@@ -121,11 +121,12 @@ static __always_inline void read_cgroup(struct task_struct *t, struct event *e)
 					  BPF_CORE_READ(parent, name));
 }
 
-/* Copies the process's birth and exec records, and its last terminating
- * signal, if any. */
-static __always_inline void read_history(struct proc_key *key, struct event *e)
+/* Copies the process's birth record b (from the births map, looked up by
+ * the caller, which may have needed it already), its exec record and its
+ * last terminating signal, if any. */
+static __always_inline void read_history(struct proc_key *key, struct birth_record *b,
+					 struct event *e)
 {
-	struct birth_record *b = bpf_map_lookup_elem(&births, key);
 	if (b)
 		e->birth.fork = *b;
 	struct exec_record *x = bpf_map_lookup_elem(&execs, key);

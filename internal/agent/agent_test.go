@@ -151,16 +151,19 @@ func TestSeedIncidentVerdictAndRecord(t *testing.T) {
 func (f *fixture) fanOut(at uint64, children ...uint32) {
 	for _, child := range children {
 		for range 2 {
-			f.agent.Handle(quitFromPostmaster(at, task(child, child, 21, "postgres"), postmaster))
+			f.agent.Handle(quitFromPostmaster(at, task(child, child, 21, "postgres"), true))
 		}
 	}
 }
 
 // quitFromPostmaster is the SIGQUIT event the postmaster's fan-out makes
-// for target, whose parent is parent.
-func quitFromPostmaster(at uint64, target, parent event.Task) *event.Event {
-	ev := &event.Event{Kind: event.KindSignal, Time: at, Task: target, Parent: postmaster, Previous: parent, Flags: event.HasSignal}
+// for target: one of its children, or a member of a child's process group.
+func quitFromPostmaster(at uint64, target event.Task, child bool) *event.Event {
+	ev := &event.Event{Kind: event.KindSignal, Time: at, Task: target, Parent: postmaster, Flags: event.HasSignal}
 	ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
+	if child {
+		ev.Signal.Flags |= event.SignalToChild
+	}
 	return ev
 }
 
@@ -208,8 +211,7 @@ func TestConfirmedCountsOnlyThePostmastersChildren(t *testing.T) {
 	f.postmasterExec()
 	f.agent.Handle(psqlExit())
 	f.fanOut(50e7+1e6, 101, 102)
-	archiver := task(102, 102, 21, "postgres")
-	f.agent.Handle(quitFromPostmaster(50e7+2e6, task(120, 120, 30, "sh"), archiver))
+	f.agent.Handle(quitFromPostmaster(50e7+2e6, task(120, 120, 30, "sh"), false)) // in the archiver's group
 	f.restart()
 	rs := f.waitConfirmed(3 * time.Second)
 	if len(rs) != 1 || rs[0].Terminated != 2 {
@@ -325,7 +327,7 @@ func TestImmediateShutdownIsNotConfirmed(t *testing.T) {
 	toPM := &event.Event{Kind: event.KindSignal, Time: 60e7, Task: postmaster, Parent: task(400, 400, 55, "pg_ctl"), Flags: event.HasSignal}
 	toPM.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 400}
 	f.agent.Handle(toPM)
-	f.agent.Handle(quitFromPostmaster(60e7+1e6, task(101, 101, 21, "postgres"), postmaster))
+	f.agent.Handle(quitFromPostmaster(60e7+1e6, task(101, 101, 21, "postgres"), true))
 	f.restart()
 	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {
 		t.Errorf("an immediate shutdown was confirmed as a crash-restart: %+v", rs)
@@ -415,7 +417,7 @@ func TestBackendToldToQuitIsAConsequenceEvenIfItsSignalRecordMoved(t *testing.T)
 	f := newFixture(t, false)
 	f.postmasterExec()
 	f.agent.Handle(psqlExit())
-	f.agent.Handle(quitFromPostmaster(50e7+1e6, task(101, 2, 21, "postgres"), postmaster))
+	f.agent.Handle(quitFromPostmaster(50e7+1e6, task(101, 2, 21, "postgres"), true))
 	exit := &event.Event{Kind: event.KindExit, Time: 50e7 + 40e6, Status: event.ExitStatus(2 << 8), Flags: event.HasBirth | event.HasSignal}
 	exit.Task, exit.Parent = task(101, 2, 21, "postgres"), postmaster
 	exit.Birth.Flags = event.BirthForked

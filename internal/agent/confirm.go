@@ -157,7 +157,7 @@ func (c *confirmer) observe(ev *event.Event) {
 		deadline := time.Now().Add(c.giveUp)
 		f.timer = time.AfterFunc(c.settle, func() { c.agent.locked(func() { c.check(key, deadline) }) })
 	}
-	if ev.Previous.PID == pm.Key.PID {
+	if ev.Signal.Flags&event.SignalToChild != 0 {
 		f.targets[ev.Task.PID] = true
 	}
 }

@@ -164,6 +164,7 @@ const (
 	SignalFromSelf      SignalFlags = 1 << 1 // raised by the process itself (SIGPIPE, abort, faults)
 	SignalDefaultAction SignalFlags = 1 << 2 // delivered with SIG_DFL: it killed the process
 	SignalNoInfo        SignalFlags = 1 << 3 // sent by kernel code acting for the process: pipe_write's SIGPIPE
+	SignalToChild       SignalFlags = 1 << 4 // signal events: the sender is the target's parent
 )
 
 // Signal is the last terminating signal sent to a process.
@@ -210,7 +211,7 @@ type Event struct {
 	Status   ExitStatus // exit; adoption of a zombie
 	Task     Task       // the process the event is about
 	Parent   Task       // exit: parent at death; adoption: new parent; exec: parent; signal: sender
-	Previous Task       // adoption: the parent that died; signal: the target's parent
+	Previous Task       // adoption: the parent that died
 	Cgroup   Cgroup
 	Signal   Signal
 	OOM      OOM

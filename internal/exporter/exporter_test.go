@@ -100,8 +100,8 @@ func (f *fixture) seedIncident(t *testing.T) {
 	ev.Signal = event.Signal{Signo: uint32(unix.SIGPIPE), SenderPID: 300, Flags: event.SignalFromSelf | event.SignalNoInfo}
 	f.agent.Handle(ev)
 	for range 2 { // to the backend's pid, then to its process group
-		q := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(101, 30, 21, "postgres"), Parent: postmaster, Previous: postmaster, Flags: event.HasSignal}
-		q.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100}
+		q := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(101, 30, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
+		q.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100, Flags: event.SignalToChild}
 		f.agent.Handle(q)
 	}
 	// It restarts: a new child, started after the fan-out (0.501 s, 50 ticks).

@@ -105,6 +105,7 @@ func TestFlagsMatchTheBPFHeader(t *testing.T) {
 		{"from self", uint32(event.SignalFromSelf), uint32(lifecycleSignalFlagSIGNAL_FROM_SELF)},
 		{"default action", uint32(event.SignalDefaultAction), uint32(lifecycleSignalFlagSIGNAL_DEFAULT_ACTION)},
 		{"no info", uint32(event.SignalNoInfo), uint32(lifecycleSignalFlagSIGNAL_NO_INFO)},
+		{"to child", uint32(event.SignalToChild), uint32(lifecycleSignalFlagSIGNAL_TO_CHILD)},
 		{"memcg", uint32(event.OOMMemcg), uint32(lifecycleOomFlagOOM_MEMCG)},
 	}
 	for _, p := range pairs {

@@ -154,6 +154,7 @@ const (
 	lifecycleSignalFlagSIGNAL_FROM_SELF      lifecycleSignalFlag = 2
 	lifecycleSignalFlagSIGNAL_DEFAULT_ACTION lifecycleSignalFlag = 4
 	lifecycleSignalFlagSIGNAL_NO_INFO        lifecycleSignalFlag = 8
+	lifecycleSignalFlagSIGNAL_TO_CHILD       lifecycleSignalFlag = 16
 )
 
 type lifecycleSignalInfo struct {

@@ -355,9 +355,10 @@ func TestKernelBirthsAreRecordedUnderAWatchedInit(t *testing.T) {
 }
 
 // A postmaster's crash handling signals each child and then the child's
-// process group: a signal event names the target's parent, which tells the
-// postmaster's own children (server processes) from their descendants.
-func TestKernelSignalNamesTheTargetsParent(t *testing.T) {
+// process group: a signal event says whether the sender is the target's
+// parent, which tells the postmaster's own children (server processes) from
+// their descendants.
+func TestKernelSignalSaysWhetherItWentToAChild(t *testing.T) {
 	c := startProbe(t, Config{})
 	// The sender starts a process group of its own (a child and a
 	// grandchild), waits to be watched, then signals the whole group.
@@ -383,13 +384,13 @@ func TestKernelSignalNamesTheTargetsParent(t *testing.T) {
 	if _, err := stdin.Write([]byte("go\n")); err != nil {
 		t.Fatal(err)
 	}
-	for target, parent := range map[int]int{child: sender.Process.Pid, grandchild: child} {
+	for target, toChild := range map[int]bool{child: true, grandchild: false} {
 		ev := c.waitFor(t, "signal", func(ev *event.Event) bool { return ev.Kind == event.KindSignal && ev.Task.PID == uint32(target) })
 		if ev.Parent.PID != uint32(sender.Process.Pid) || ev.Signal.Signo != uint32(unix.SIGTERM) {
 			t.Errorf("signal to %d: sender %d signal %d, want SIGTERM from %d", target, ev.Parent.PID, ev.Signal.Signo, sender.Process.Pid)
 		}
-		if ev.Previous.PID != uint32(parent) {
-			t.Errorf("signal to %d: target's parent %d, want %d", target, ev.Previous.PID, parent)
+		if got := ev.Signal.Flags&event.SignalToChild != 0; got != toChild {
+			t.Errorf("signal to %d: to a child of the sender %v, want %v", target, got, toChild)
 		}
 	}
 }
