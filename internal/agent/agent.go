@@ -56,6 +56,7 @@ type Agent struct {
 	cfg          Config
 	mu           sync.Mutex
 	stopped      bool     // Run returned: late timers write nothing
+	unflushed    bool     // a record was written since the sinks were last flushed
 	byVerdict    sync.Map // verdict.Verdict -> *atomic.Uint64, reported records
 	byKind       [8]atomic.Uint64
 	mispredicted atomic.Uint64
@@ -170,6 +171,10 @@ type flusher interface{ Flush() error }
 // flush writes out what buffering sinks hold: called, under the lock, when
 // the kernel has nothing more for now.
 func (a *Agent) flush() {
+	if !a.unflushed {
+		return
+	}
+	a.unflushed = false
 	for _, s := range a.cfg.Sinks {
 		if f, ok := s.(flusher); ok {
 			if err := f.Flush(); err != nil {
@@ -372,6 +377,7 @@ func (a *Agent) addNames(r *report.Record) {
 
 func (a *Agent) emit(r *report.Record) {
 	a.counter(verdict.Verdict(r.Verdict)).Add(1)
+	a.unflushed = true
 	for _, s := range a.cfg.Sinks {
 		if err := s.Write(r); err != nil {
 			a.sinkErrors.Add(1)

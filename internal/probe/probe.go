@@ -319,7 +319,8 @@ func (p *Probe) Unavailable() []string { return p.unavailable }
 func (p *Probe) Clock() Clock { return p.clock }
 
 // Read calls handle with each event until ctx ends or the probe is closed,
-// and idle (if not nil) each time the ring buffer has been drained. The
+// and idle (if not nil) each time the ring buffer has been drained of the
+// records it handed on. The
 // event is reused: handle must copy what it keeps. Records that cannot be
 // decoded are counted (Malformed) and skipped.
 func (p *Probe) Read(ctx context.Context, handle func(*event.Event), idle func()) error {
@@ -327,15 +328,23 @@ func (p *Probe) Read(ctx context.Context, handle func(*event.Event), idle func()
 	defer stop()
 	var rec ringbuf.Record
 	var ev event.Event
-	for {
+	handled := false // records handed on since the last drain
+	drained := func() {
+		if handled && idle != nil {
+			idle()
+		}
+		handled = false
+		// The deadline only matters while the reader waits, which it does
+		// only once the ring buffer is empty.
 		if p.batched {
 			p.reader.SetDeadline(time.Now().Add(batchPoll))
 		}
+	}
+	drained()
+	for {
 		if err := p.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if idle != nil {
-					idle()
-				}
+				drained()
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
@@ -344,8 +353,9 @@ func (p *Probe) Read(ctx context.Context, handle func(*event.Event), idle func()
 			return fmt.Errorf("reading the ring buffer: %w", err)
 		}
 		p.consume(rec.RawSample, &ev, handle)
-		if idle != nil && p.reader.AvailableBytes() == 0 {
-			idle()
+		handled = true
+		if p.reader.AvailableBytes() == 0 {
+			drained()
 		}
 	}
 }

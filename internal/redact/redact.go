@@ -17,8 +17,7 @@ import (
 const Mask = "***"
 
 // keywords name a secret, in a KEY=value pair as in a --flag: one list for
-// both, so that a word hidden in one form is hidden in the other. Keep hints
-// below in step.
+// both, so that a word hidden in one form is hidden in the other.
 const keywords = `passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|credential`
 
 // space is what ends an unquoted libpq conninfo value: isspace() in C, which
@@ -53,9 +52,17 @@ var (
 	negatedFlag = regexp.MustCompile(`(?i)^--?no[_-]`)
 )
 
-// hints are what every pattern above needs to match, lower case: checking
-// for them first spares the regular expressions almost every argument.
-var hints = []string{"://", "passw", "passphrase", "pwd", "secret", "token", "api", "credential"}
+// hints are what every pattern above needs to match, lower case: "://" and
+// the literal start of each keyword. Checking for them first spares the
+// regular expressions almost every argument.
+var hints = func() []string {
+	h := []string{"://"}
+	for _, word := range strings.Split(keywords, "|") {
+		start, _ := regexp.MustCompile(word).LiteralPrefix()
+		h = append(h, start)
+	}
+	return h
+}()
 
 // String redacts one string (an argument, or a whole command line that a
 // process rewrote into one string, where a flag and its secret are
@@ -88,6 +95,8 @@ func Argv(argv []string) string {
 		case hideNext:
 			out[i] = Mask
 			hideNext = false
+		case !mayHoldSecret(arg): // most arguments: no regular expression runs
+			out[i] = quote(arg)
 		default:
 			out[i] = quote(String(arg))
 			hideNext = isSecretFlag(arg)
