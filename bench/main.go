@@ -355,14 +355,24 @@ func pairedOverhead(stormRun func() (time.Duration, error), tracerName string, r
 			}
 			var lostBefore float64
 			if tracerName == "serve" {
-				lostBefore, _ = t.metric("orphanwatch_events_lost_total")
+				if lostBefore, err = t.metric("orphanwatch_events_lost_total"); err != nil {
+					t.stop()
+					return
+				}
 			}
 			with, err = stormRun()
-			if tracerName == "serve" {
-				after, _ := t.metric("orphanwatch_events_lost_total")
-				lost += after - lostBefore
-			} else if u, uerr := usage(t.cmd.Process.Pid); uerr == nil {
-				peerHWM = max(peerHWM, u.hwm)
+			switch {
+			case err != nil:
+			case tracerName == "serve":
+				// A failed scrape (serve died in the storm) must not pass as 0 lost.
+				var lostAfter float64
+				if lostAfter, err = t.metric("orphanwatch_events_lost_total"); err == nil {
+					lost += lostAfter - lostBefore
+				}
+			default:
+				if u, uerr := usage(t.cmd.Process.Pid); uerr == nil {
+					peerHWM = max(peerHWM, u.hwm)
+				}
 			}
 			t.stop()
 			if err != nil {
@@ -423,7 +433,9 @@ func databaseStorms(work, storm string, say func(string, ...any)) ([]row, error)
 		{fmt.Sprintf("in-database storm overhead: serve / none (median of %d paired rounds)", *dbRounds), fmt.Sprintf("%.4f (IQR %.3f-%.3f)", med, lo, hi), "", ""},
 		{fmt.Sprintf("lost events during %d in-database storms", *dbRounds), fmt.Sprintf("%.0f", lost), "0", pass(lost == 0)},
 	}
-	t, err := startServe(false)
+	// One agent for the BPF cost and the detection latency: a second one
+	// would run its programs on every event too.
+	t, err := startServe(true)
 	if err != nil {
 		return nil, err
 	}
@@ -436,16 +448,11 @@ func databaseStorms(work, storm string, say func(string, ...any)) ([]row, error)
 
 	// Detection latency of what orphanwatch is for, in its default mode:
 	// orphans the postmaster adopts, each reported when it exits.
-	lt, err := startServe(true)
-	if err != nil {
-		return nil, err
-	}
-	defer lt.stop()
 	orphans := fmt.Sprintf(`for i in $(seq %d); do sh -c '(sleep 0.01; exit 0) & exit'; sleep 0.003; done; sleep 0.5`, *latencyN/4)
 	if out, err := db.command("sh", "-c", orphans).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("making orphans: %v: %s", err, out)
 	}
-	lat, err := latencies(lt, *latencyN/4, func(r *latencyRecord) bool { return r.Verdict == "adopted" && r.Kind == "exit" })
+	lat, err := latencies(t, *latencyN/4, func(r *latencyRecord) bool { return r.Verdict == "adopted" && r.Kind == "exit" })
 	if err != nil {
 		return nil, err
 	}
