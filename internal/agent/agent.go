@@ -154,15 +154,20 @@ func (a *Agent) sweep() {
 	procs, postmasters := a.cfg.Table.Sweep()
 	a.locked(func() {
 		for _, pm := range postmasters {
-			if err := a.cfg.Kernel.Unwatch(pm.Key.PID); err != nil {
-				a.cfg.Log.Warn("unwatching postmaster", "pid", pm.Key.PID, "err", err)
-			}
-			a.confirm.forget(pm.Key)
+			a.dropPostmaster(pm)
 		}
 	})
 	if procs+len(postmasters) > 0 {
 		a.cfg.Log.Debug("swept processes gone unreported", "processes", procs, "postmasters", len(postmasters))
 	}
+}
+
+// dropPostmaster stops watching a postmaster that is gone (under the lock).
+func (a *Agent) dropPostmaster(pm *lineage.Postmaster) {
+	if err := a.cfg.Kernel.Unwatch(pm.Key.PID); err != nil {
+		a.cfg.Log.Warn("unwatching postmaster", "pid", pm.Key.PID, "err", err)
+	}
+	a.confirm.forget(pm.Key)
 }
 
 // flusher is a sink that buffers.
@@ -211,10 +216,7 @@ func (a *Agent) onExit(ev *event.Event) {
 		a.mispredicted.Add(1) // the kernel-side prediction of the new parent was wrong
 	}
 	if self != nil {
-		if err := a.cfg.Kernel.Unwatch(self.Key.PID); err != nil {
-			a.cfg.Log.Warn("unwatching postmaster", "pid", self.Key.PID, "err", err)
-		}
-		a.confirm.forget(self.Key)
+		a.dropPostmaster(self)
 		a.report(ev, report.Facts{Decision: verdict.OnExit(verdict.ExitFacts{Status: ev.Status, IsPostmaster: true}), Postmaster: self, Process: proc})
 		return
 	}

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"errors"
-	"io/fs"
 	"time"
 
 	"github.com/orphanwatch/orphanwatch/internal/event"
@@ -34,8 +32,6 @@ const (
 	giveUp = 12 * time.Second
 	// toldFor: how long a child told to quit counts as a consequence.
 	toldFor = time.Minute
-	// tickSlack: /proc start times are in clock ticks, rounded down.
-	tickSlack = uint64(1e9 / event.TicksPerSecond)
 )
 
 // confirmer turns a postmaster's fan-out into a crash-restart-confirmed
@@ -153,28 +149,37 @@ func (c *confirmer) observe(ev *event.Event) {
 	if f.timer == nil {
 		f.first = ev.Time
 		f.targets = make(map[uint32]bool)
-		key := pm.Key
-		deadline := time.Now().Add(c.giveUp)
-		f.timer = time.AfterFunc(c.settle, func() { c.agent.locked(func() { c.check(key, deadline) }) })
+		c.schedule(f, c.settle, time.Now().Add(c.giveUp))
 	}
 	if ev.Signal.Flags&event.SignalToChild != 0 {
 		f.targets[ev.Task.PID] = true
 	}
 }
 
-// check looks for the postmaster's restart after a fan-out: confirmed when
-// it forked again, dropped when it is gone or the deadline passed.
-func (c *confirmer) check(key event.ProcessKey, deadline time.Time) {
+// schedule looks for the postmaster's restart after d. The look at /proc
+// reads every process's stat: it runs before the agent's lock is taken, so
+// events keep flowing meanwhile.
+func (c *confirmer) schedule(f *fanOut, d time.Duration, deadline time.Time) {
+	key, first := f.pm.Key, f.first
+	f.timer = time.AfterFunc(d, func() {
+		seen := c.restarted(key, first)
+		c.agent.locked(func() { c.check(key, first, seen, deadline) })
+	})
+}
+
+// check acts on what restarted saw: confirmed when the postmaster forked
+// again, dropped when it is gone or the deadline passed.
+func (c *confirmer) check(key event.ProcessKey, first uint64, seen restart, deadline time.Time) {
 	f := c.state[key]
-	if f == nil || f.timer == nil {
+	if f == nil || f.timer == nil || f.first != first {
 		return // forgotten, or a shutdown began meanwhile
 	}
-	switch c.restarted(f) {
+	switch seen {
 	case restartSeen:
 		c.finish(f)
 	case restartPending:
 		if time.Now().Before(deadline) {
-			f.timer = time.AfterFunc(c.recheck, func() { c.agent.locked(func() { c.check(key, deadline) }) })
+			c.schedule(f, c.recheck, deadline)
 			return
 		}
 		c.agent.cfg.Log.Info("postmaster fanned out SIGQUIT but did not restart", "pid", key.PID, "told", len(f.targets))
@@ -193,21 +198,20 @@ const (
 )
 
 // restarted asks /proc whether the postmaster, still the same process, has
-// a child that started after the fan-out began: its new startup process, or
-// what that started.
-func (c *confirmer) restarted(f *fanOut) restart {
-	proc := c.agent.cfg.Proc
-	pid := int(f.pm.Key.PID)
-	st, err := proc.ReadStat(pid)
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && st.StartTicks != f.pm.Key.StartTicks) {
-		return restartNever
-	}
-	stats, err := proc.Stats()
+// a child that started after the fan-out began at first (boot ns): its new
+// startup process, or what that started.
+func (c *confirmer) restarted(pm event.ProcessKey, first uint64) restart {
+	stats, err := c.agent.cfg.Proc.Stats()
 	if err != nil {
 		return restartPending
 	}
+	pid := int(pm.PID)
+	if st, ok := stats[pid]; !ok || st.StartTicks != pm.StartTicks {
+		return restartNever
+	}
+	from := event.StartTicks(first) // /proc start times are whole ticks, rounded down
 	for _, s := range stats {
-		if s.PPID == pid && s.StartTicks*tickSlack+tickSlack > f.first {
+		if s.PPID == pid && s.StartTicks >= from {
 			return restartSeen
 		}
 	}
@@ -239,7 +243,7 @@ func (c *confirmer) settleNow() {
 		if f.timer == nil || !f.timer.Stop() {
 			continue
 		}
-		if c.restarted(f) == restartSeen {
+		if c.restarted(f.pm.Key, f.first) == restartSeen {
 			c.finish(f)
 		}
 	}
