@@ -54,31 +54,44 @@ func blockThreads(n int) {
 	panic("threads did not start")
 }
 
+// onWorkerThread runs fn on an OS thread of its own that is not the main
+// thread, locked to it: the thread ends when fn returns. Go wedges the main
+// thread instead of ending it, so a goroutine that lands there tries again.
+func onWorkerThread(fn func()) {
+	worker := make(chan bool)
+	for {
+		go func() {
+			runtime.LockOSThread()
+			if unix.Gettid() == os.Getpid() {
+				runtime.UnlockOSThread()
+				worker <- false
+				return
+			}
+			worker <- true
+			fn()
+		}()
+		if <-worker {
+			return
+		}
+	}
+}
+
 // forkFromWorkerThread starts `sleep 5` from a thread that is not the main
 // one, which stays blocked afterwards: the child is on that thread's list
 // of children. Returns the thread's id and the child's pid.
 func forkFromWorkerThread() (tid, child int) {
 	type result struct{ tid, child int }
 	done := make(chan result)
-	for {
-		go func() {
-			runtime.LockOSThread()
-			if unix.Gettid() == os.Getpid() {
-				runtime.UnlockOSThread()
-				done <- result{}
-				return
-			}
-			cmd := exec.Command("sleep", "5")
-			if err := cmd.Start(); err != nil {
-				panic(err)
-			}
-			done <- result{unix.Gettid(), cmd.Process.Pid}
-			select {} // keeps the thread, locked and parked
-		}()
-		if r := <-done; r.tid != 0 {
-			return r.tid, r.child
+	onWorkerThread(func() {
+		cmd := exec.Command("sleep", "5")
+		if err := cmd.Start(); err != nil {
+			panic(err)
 		}
-	}
+		done <- result{unix.Gettid(), cmd.Process.Pid}
+		select {} // keeps the thread, locked and parked
+	})
+	r := <-done
+	return r.tid, r.child
 }
 
 // startHelper runs the test binary as helper mode and returns it with the

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -170,22 +169,9 @@ func TestKernelExitCode3(t *testing.T) {
 // A thread that ends while its process lives on is not a process exit.
 func TestKernelThreadExitIsNoEvent(t *testing.T) {
 	c := startProbe(t, Config{StreamAll: true})
-	// Returning from a goroutine that locked its OS thread ends the thread,
-	// unless it is the main thread (which Go wedges instead): retry then.
-	tid := 0
-	for tid == 0 {
-		tids := make(chan int)
-		go func() {
-			runtime.LockOSThread()
-			if got := unix.Gettid(); got != os.Getpid() {
-				tids <- got
-				return
-			}
-			runtime.UnlockOSThread()
-			tids <- 0
-		}()
-		tid = <-tids
-	}
+	tids := make(chan int)
+	onWorkerThread(func() { tids <- unix.Gettid() })
+	tid := <-tids
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); os.IsNotExist(err) {
@@ -199,14 +185,13 @@ func TestKernelThreadExitIsNoEvent(t *testing.T) {
 	// A thread that exits with a child of its own hands it to a live thread
 	// of its process (find_new_reaper): no adoption.
 	children := make(chan *exec.Cmd)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+	onWorkerThread(func() {
 		cmd := exec.Command("sleep", "0.3")
 		if err := cmd.Start(); err != nil {
 			t.Error(err)
 		}
 		children <- cmd
-	}()
+	})
 	child := <-children
 	child.Wait() // reaped by whichever thread took it over
 	// A later process exit proves the probe was reading meanwhile.
@@ -285,7 +270,7 @@ func startNamespace(t *testing.T, script string) (init int, release func()) {
 	}
 	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
 	init = testenv.ChildOf(t, cmd.Process.Pid)
-	return init, func() { stdin.Write([]byte("go\n")); stdin.Close(); cmd.Wait() }
+	return init, func() { stdin.Write([]byte("go\n")); stdin.Close() }
 }
 
 // In a PID namespace whose PID 1 is a plain shell, an orphan is adopted by
@@ -459,16 +444,11 @@ func TestLoadErrorsSayWhatToDo(t *testing.T) {
 // When PID 1 of a namespace dies the kernel kills everything in it
 // (zap_pid_ns_processes): its children are not adopted by anyone.
 func TestKernelNamespaceTeardownIsNoAdoption(t *testing.T) {
-	testenv.RequireCommands(t, "unshare")
 	c := startProbe(t, Config{})
-	ns := exec.Command("unshare", "--pid", "--fork", "sh", "-c", "sleep 30 & sleep 30 & wait")
-	if err := ns.Start(); err != nil {
-		t.Fatal(err)
-	}
-	init := testenv.ChildOf(t, ns.Process.Pid)
+	init, release := startNamespace(t, "sleep 30 & sleep 30 & wait")
+	release()
 	time.Sleep(200 * time.Millisecond) // let it start its children
 	unix.Kill(init, unix.SIGKILL)
-	ns.Wait()
 	// The init's own exit (a namespace init's parent is no reaper: it is seen
 	// with --all only) is not needed; its killed children are reported as exits
 	// of children of a namespace init, never as adoptions.
