@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 
 	"github.com/orphanwatch/orphanwatch/internal/audit"
 )
@@ -22,14 +21,8 @@ const (
 func checkCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	var sel audit.Selector
-	fs.Func("pid", "only the postmaster with this `pid` (as the host sees it)", func(s string) error {
-		pid, err := strconv.Atoi(s)
-		if err != nil || pid <= 0 {
-			return fmt.Errorf("want a positive pid, got %q", s)
-		}
-		sel.PID = pid
-		return nil
-	})
+	var pid uint32
+	fs.Func("pid", "only the postmaster with this `pid` (as the host sees it)", numberFlag(&pid, func(n uint64) bool { return n > 0 }, "must be a process id greater than 0"))
 	fs.Func("container", "only the postmasters in the container with this `id` (or a prefix of it, as docker ps or kubectl show it)", func(s string) error {
 		if _, err := audit.ContainerPrefix(s); err != nil {
 			return err
@@ -58,6 +51,7 @@ Flags:
 	default:
 		return checkUnknown // 2 would read as a failure of the check
 	}
+	sel.PID = int(pid)
 	if sel.PID != 0 && sel.Container != "" {
 		fmt.Fprintln(stderr, "orphanwatch check: give --pid or --container, not both")
 		return checkUnknown

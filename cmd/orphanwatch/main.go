@@ -123,13 +123,12 @@ type probeFlags struct {
 const refuseEnv = "ORPHANWATCH_REFUSE_PROGRAM"
 
 func (p *probeFlags) register(fs *flag.FlagSet) {
-	page := uint64(os.Getpagesize())
 	fs.BoolVar(&p.cfg.StreamAll, "all", false, "report every process exit, not only what can matter to PostgreSQL")
 	fs.Func("max-processes", fmt.Sprintf("birth records kept in the kernel for live processes; beyond, the oldest are evicted and counted (default %d)", probe.DefaultMaxProcesses),
 		numberFlag(&p.cfg.MaxProcesses, func(n uint64) bool { return n > 0 }, "must be a whole number greater than 0"))
 	fs.Func("ringbuf-size", fmt.Sprintf("kernel-to-agent ring buffer in bytes, a power of two of at least a page (default %d)", probe.DefaultRingBufferBytes),
-		numberFlag(&p.cfg.RingBufferBytes, func(n uint64) bool { return n >= page && n&(n-1) == 0 },
-			fmt.Sprintf("must be a power of two and at least one page (%d bytes), in bytes without a unit, e.g. %d", page, probe.DefaultRingBufferBytes)))
+		numberFlag(&p.cfg.RingBufferBytes, probe.RingBufferSizeOK,
+			fmt.Sprintf("must be a power of two and at least one page (%d bytes), in bytes without a unit, e.g. %d", os.Getpagesize(), probe.DefaultRingBufferBytes)))
 	fs.Func("max-children", fmt.Sprintf("orphans reported per dying parent, 1 to %d (default %d)", probe.MaxChildrenBound, probe.DefaultMaxChildren),
 		numberFlag(&p.cfg.MaxChildren, func(n uint64) bool { return n >= 1 && n <= probe.MaxChildrenBound }, fmt.Sprintf("must be a whole number from 1 to %d", probe.MaxChildrenBound)))
 	fs.StringVar(&p.cfg.KernelBTF, "kernel-btf", os.Getenv("ORPHANWATCH_KERNEL_BTF"), "BTF file describing the running kernel (default /sys/kernel/btf/vmlinux; env ORPHANWATCH_KERNEL_BTF)")

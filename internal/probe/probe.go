@@ -47,12 +47,17 @@ const (
 // ErrBadOption is wrapped by Load's errors for a Config value out of range.
 var ErrBadOption = errors.New("invalid probe option")
 
+// RingBufferSizeOK reports whether a BPF ring buffer can be n bytes: a
+// power of two, at least a page.
+func RingBufferSizeOK(n uint64) bool {
+	return n >= uint64(os.Getpagesize()) && n&(n-1) == 0
+}
+
 // validate rejects sizes the kernel programs cannot honour.
 func (c *Config) validate() error {
-	page := uint32(os.Getpagesize())
-	if n := c.RingBufferBytes; n < page || n&(n-1) != 0 {
+	if n := c.RingBufferBytes; !RingBufferSizeOK(uint64(n)) {
 		return fmt.Errorf("%w: ring buffer size %d: must be a power of two and at least %d bytes (one page)",
-			ErrBadOption, n, page)
+			ErrBadOption, n, os.Getpagesize())
 	}
 	if c.MaxChildren > MaxChildrenBound {
 		return fmt.Errorf("%w: max children %d: at most %d orphans per exiting parent can be reported",
