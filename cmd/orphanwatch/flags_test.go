@@ -128,3 +128,16 @@ func TestCheckRefusesAnEmptyContainerID(t *testing.T) {
 		}
 	}
 }
+
+// check reads --pid as trace does; its usage errors exit 3 (unknown), since
+// 2 would read as a failed check.
+func TestCheckBadPidIsUnknown(t *testing.T) {
+	for _, pid := range []string{"12abc", "0", "-1"} {
+		var stdout, stderr bytes.Buffer
+		code := run([]string{"check", "--pid", pid}, &stdout, &stderr)
+		first, _, _ := strings.Cut(stderr.String(), "\n")
+		if code != checkUnknown || !strings.Contains(first, "pid") || !strings.Contains(first, "must be a process id greater than 0") {
+			t.Errorf("check --pid %s: exit %d, first line %q", pid, code, first)
+		}
+	}
+}
