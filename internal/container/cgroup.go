@@ -79,37 +79,45 @@ var runtimeByPrefix = map[string]string{
 // zero Ref.
 func FromPath(path string) Ref {
 	var ref Ref
-	prev := ""
+	prev, prevIsPod := "", false
 	for el := range strings.SplitSeq(path, "/") {
 		if el == "" || el == "." || el == ".." {
 			continue
 		}
-		if cannotName(el) {
-			prev = el
-			continue
+		isPod := false
+		if !cannotName(el) {
+			ref, isPod = fromElement(el, prev, prevIsPod, ref)
 		}
-		switch {
-		case podElement.MatchString(el):
-			ref = Ref{Runtime: RuntimeKubernetes, PodUID: podUID(el)}
-		case scopeElement.MatchString(el):
-			m := scopeElement.FindStringSubmatch(el)
-			if m[3] == "" && m[1] != "crio" && m[1] != "libpod" {
-				break // only the cgroupfs managers of CRI-O and Podman omit .scope
-			}
-			ref = Ref{Runtime: runtimeByPrefix[m[1]], ID: m[2], PodUID: ref.PodUID}
-		case colonElement.MatchString(el):
-			ref = fromColonElement(el, ref)
-		case bareID.MatchString(el):
-			switch {
-			case prev == "docker": // Docker's cgroupfs driver: /docker/<id>
-				ref = Ref{Runtime: RuntimeDocker, ID: el, PodUID: ref.PodUID}
-			case podElement.MatchString(prev): // kubelet's cgroupfs driver: the runtime is not in the path
-				ref = Ref{Runtime: RuntimeKubernetes, ID: el, PodUID: ref.PodUID}
-			}
-		}
-		prev = el
+		prev, prevIsPod = el, isPod
 	}
 	return ref
+}
+
+// fromElement reads one element of a path below outer, the Ref of the
+// elements above it; prev is the element just above. Each regexp runs once,
+// and an element it matches is not tried against the rest.
+func fromElement(el, prev string, prevIsPod bool, outer Ref) (ref Ref, isPod bool) {
+	if uid, ok := podUID(el); ok {
+		return Ref{Runtime: RuntimeKubernetes, PodUID: uid}, true
+	}
+	if m := scopeElement.FindStringSubmatch(el); m != nil {
+		if m[3] == "" && m[1] != "crio" && m[1] != "libpod" {
+			return outer, false // only the cgroupfs managers of CRI-O and Podman omit .scope
+		}
+		return Ref{Runtime: runtimeByPrefix[m[1]], ID: m[2], PodUID: outer.PodUID}, false
+	}
+	if m := colonElement.FindStringSubmatch(el); m != nil {
+		return fromColonElement(m, outer), false
+	}
+	if bareID.MatchString(el) {
+		switch {
+		case prev == "docker": // Docker's cgroupfs driver: /docker/<id>
+			return Ref{Runtime: RuntimeDocker, ID: el, PodUID: outer.PodUID}, false
+		case prevIsPod: // kubelet's cgroupfs driver: the runtime is not in the path
+			return Ref{Runtime: RuntimeKubernetes, ID: el, PodUID: outer.PodUID}, false
+		}
+	}
+	return outer, false
 }
 
 // shortestNaming is the length of the shortest element that names a pod or
@@ -123,15 +131,14 @@ func cannotName(el string) bool {
 	return len(el) < shortestNaming && strings.IndexByte(el, ':') < 0
 }
 
-// fromColonElement reads slice:prefix:id. The kernel truncates long names
+// fromColonElement reads slice:prefix:id, matched by colonElement as m. The kernel truncates long names
 // (bpf/events.h keeps 159 bytes of them, enough for this form with a
 // 64-digit id), which could cut the id short: the pod is still worth knowing
 // then.
-func fromColonElement(el string, outer Ref) Ref {
-	m := colonElement.FindStringSubmatch(el)
+func fromColonElement(m []string, outer Ref) Ref {
 	ref := Ref{Runtime: RuntimeKubernetes, PodUID: outer.PodUID}
-	if podElement.MatchString(m[1]) {
-		ref.PodUID = podUID(m[1])
+	if uid, ok := podUID(m[1]); ok {
+		ref.PodUID = uid
 	}
 	if len(m[3]) == 64 {
 		ref.Runtime, ref.ID = runtimeByPrefix[m[2]], m[3]
@@ -142,8 +149,16 @@ func fromColonElement(el string, outer Ref) Ref {
 	return ref
 }
 
-func podUID(el string) string {
-	return strings.ReplaceAll(podElement.FindStringSubmatch(el)[1], "_", "-")
+// podUID reads a pod's cgroup name (podElement): its UID, dashed.
+func podUID(el string) (string, bool) {
+	if !strings.Contains(el, "pod") { // spares the regexp most elements
+		return "", false
+	}
+	m := podElement.FindStringSubmatch(el)
+	if m == nil {
+		return "", false
+	}
+	return strings.ReplaceAll(m[1], "_", "-"), true
 }
 
 // FromNames parses the two innermost names the kernel reports for an event
