@@ -25,6 +25,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/testenv"
 )
 
 var (
@@ -79,7 +81,7 @@ func run() error {
 	rows = append(rows, overhead...)
 
 	say("storm inside a PostgreSQL container (postmaster as PID 1: births recorded): %d rounds", *dbRounds)
-	inDB, err := databaseStorms(work, storm, say)
+	inDB, err := databaseStorms(storm, say)
 	if err != nil {
 		return err
 	}
@@ -416,13 +418,14 @@ func stormOverheads(storm string, say func(string, ...any)) ([]row, error) {
 
 // databaseStorms runs the storm inside a PostgreSQL container whose
 // postmaster is PID 1, where every birth is recorded: the costly path.
-func databaseStorms(work, storm string, say func(string, ...any)) ([]row, error) {
-	db, err := startDatabase(work)
+func databaseStorms(storm string, say func(string, ...any)) ([]row, error) {
+	db, err := testenv.NewCluster(testenv.ClusterOptions{})
 	if err != nil {
 		return nil, err
 	}
-	defer db.stop()
-	ratios, base, lost, _, err := pairedOverhead(func() (time.Duration, error) { return runStorm(db.command, storm, *stormSize) },
+	defer testenv.RemoveBuilt() // the template cluster
+	defer db.Stop()
+	ratios, base, lost, _, err := pairedOverhead(func() (time.Duration, error) { return runStorm(db.Command, storm, *stormSize) },
 		"serve", *dbRounds, "in-database", say)
 	if err != nil {
 		return nil, err
@@ -440,7 +443,7 @@ func databaseStorms(work, storm string, say func(string, ...any)) ([]row, error)
 		return nil, err
 	}
 	defer t.stop()
-	perLifecycle, _, err := bpfCost(t, func() error { _, err := runStorm(db.command, storm, *stormSize); return err }, *stormSize)
+	perLifecycle, _, err := bpfCost(t, func() error { _, err := runStorm(db.Command, storm, *stormSize); return err }, *stormSize)
 	if err != nil {
 		return nil, err
 	}
@@ -449,7 +452,7 @@ func databaseStorms(work, storm string, say func(string, ...any)) ([]row, error)
 	// Detection latency of what orphanwatch is for, in its default mode:
 	// orphans the postmaster adopts, each reported when it exits.
 	orphans := fmt.Sprintf(`for i in $(seq %d); do sh -c '(sleep 0.01; exit 0) & exit'; sleep 0.003; done; sleep 0.5`, *latencyN/4)
-	if out, err := db.command("sh", "-c", orphans).CombinedOutput(); err != nil {
+	if out, err := db.Command("sh", "-c", orphans).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("making orphans: %v: %s", err, out)
 	}
 	lat, err := latencies(t, *latencyN/4, func(r *latencyRecord) bool { return r.Verdict == "adopted" && r.Kind == "exit" })

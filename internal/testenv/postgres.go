@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -58,10 +59,8 @@ type ClusterOptions struct {
 	OOMScoreAdj *int
 }
 
-// Cluster is a PostgreSQL server in its own PID and mount namespace,
-// stopped at test cleanup.
+// Cluster is a PostgreSQL server in its own PID and mount namespace.
 type Cluster struct {
-	t       testing.TB
 	Dir     string // data directory
 	Socket  string // unix socket directory
 	LogFile string
@@ -73,48 +72,73 @@ type Cluster struct {
 	// PostmasterPID is the host pid of the postmaster.
 	PostmasterPID int
 	done          chan struct{}
+	base          string // holds Dir, Socket and LogFile
 	cgroup        string // removed once the namespace is empty
 }
 
-// The template cluster: initdb runs once per test process.
+// The template cluster: initdb runs once per process.
 var (
 	templateOnce sync.Once
 	templateDir  string
 	templateErr  error
 )
 
-// StartCluster initdbs (from a per-process template, for speed) and starts a
-// postmaster in a new PID namespace, waiting until it accepts connections.
+// StartCluster starts a cluster (NewCluster) for a test, stopped at its cleanup.
 func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	t.Helper()
 	RequirePostgres(t)
-	pg, err := user.Lookup("postgres")
+	c, err := NewCluster(opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return c
+}
+
+// NewCluster initdbs (from a per-process template, for speed) and starts a
+// postmaster in a new PID namespace, waiting until it accepts connections.
+// The benchmark uses it too, without a test.
+func NewCluster(opts ClusterOptions) (c *Cluster, err error) {
+	pg, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("the postgres user (apt-get install postgresql): %w", err)
 	}
 	uid, _ := strconv.Atoi(pg.Uid)
 	gid, _ := strconv.Atoi(pg.Gid)
 
 	base, err := os.MkdirTemp("", "orphanwatch-pg-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	c := &Cluster{t: t, Dir: filepath.Join(base, "data"), Socket: filepath.Join(base, "sock"), LogFile: filepath.Join(base, "postgres.log"), done: make(chan struct{})}
-	t.Cleanup(func() { c.stop(); os.RemoveAll(base) })
+	c = &Cluster{Dir: filepath.Join(base, "data"), Socket: filepath.Join(base, "sock"), LogFile: filepath.Join(base, "postgres.log"),
+		done: make(chan struct{}), base: base}
+	defer func() {
+		if err != nil {
+			c.Stop()
+			c = nil
+		}
+	}()
 	for _, d := range []string{base, c.Socket} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
+			return c, err
 		}
 		if err := os.Chown(d, uid, gid); err != nil {
-			t.Fatal(err)
+			return c, err
 		}
 	}
 	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
+		return c, err
 	}
-	template := templateCluster(t, uid, gid)
+	template, err := templateCluster(uid, gid)
+	if err != nil {
+		return c, err
+	}
 	if out, err := exec.Command("cp", "-a", template, c.Dir).CombinedOutput(); err != nil {
-		t.Fatalf("copying template cluster: %v: %s", err, out)
+		return c, fmt.Errorf("copying template cluster: %v: %s", err, out)
 	}
 
 	server := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups",
@@ -127,29 +151,31 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	script := `exec unshare "$@"`
 	if opts.Cgroup != "" {
 		if err := os.MkdirAll(opts.Cgroup, 0o755); err != nil {
-			t.Fatalf("creating cgroup %s: %v", opts.Cgroup, err)
+			return c, fmt.Errorf("creating cgroup %s: %v", opts.Cgroup, err)
 		}
+		c.cgroup = opts.Cgroup
 		for name, value := range opts.CgroupFiles {
 			if err := os.WriteFile(filepath.Join(opts.Cgroup, name), []byte(value), 0o644); err != nil {
-				t.Fatalf("writing %s in %s: %v", name, opts.Cgroup, err)
+				return c, fmt.Errorf("writing %s in %s: %v", name, opts.Cgroup, err)
 			}
 		}
 		script = fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec unshare "$@"`, opts.Cgroup)
-		c.cgroup = opts.Cgroup
 	}
 	if opts.OOMScoreAdj != nil {
 		script = fmt.Sprintf(`echo %d > /proc/self/oom_score_adj && %s`, *opts.OOMScoreAdj, script)
 	}
 	log, err := os.Create(c.LogFile)
 	if err != nil {
-		t.Fatal(err)
+		return c, err
 	}
 	c.cmd = exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...)
 	c.cmd.Stdout, c.cmd.Stderr = log, log
 	c.cmd.Env = append(os.Environ(), opts.Env...)
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("starting postgres: %v", err)
+		log.Close()
+		c.cmd = nil
+		return c, fmt.Errorf("starting postgres: %v", err)
 	}
 	c.UnsharePID = c.cmd.Process.Pid
 	go func() { c.cmd.Wait(); log.Close(); close(c.done) }()
@@ -158,25 +184,28 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	for !strings.Contains(c.Log(), "database system is ready to accept connections") {
 		select {
 		case <-c.done:
-			t.Fatalf("postgres exited during start:\n%s", c.Log())
+			return c, fmt.Errorf("postgres exited during start:\n%s", c.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("postgres not ready after 30s:\n%s", c.Log())
+			return c, fmt.Errorf("postgres not ready after 30s:\n%s", c.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.InitPID = ChildOf(t, c.UnsharePID)
+	if c.InitPID, err = childOf(c.UnsharePID); err != nil {
+		return c, err
+	}
 	c.PostmasterPID = c.InitPID
 	if len(opts.Init) > 0 {
-		c.PostmasterPID = ChildOf(t, c.InitPID)
+		if c.PostmasterPID, err = childOf(c.InitPID); err != nil {
+			return c, err
+		}
 	}
-	return c
+	return c, nil
 }
 
 // templateCluster returns a data directory made by initdb, once per process.
-func templateCluster(t testing.TB, uid, gid int) string {
-	t.Helper()
+func templateCluster(uid, gid int) (string, error) {
 	templateOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "orphanwatch-pgtemplate-")
 		if err != nil {
@@ -195,27 +224,30 @@ func templateCluster(t testing.TB, uid, gid int) string {
 			templateErr = fmt.Errorf("initdb: %v: %s", err, out)
 		}
 	})
-	if templateErr != nil {
-		t.Fatal(templateErr)
-	}
-	return templateDir
+	return templateDir, templateErr
 }
 
 // ChildOf finds the first child of pid, waiting up to 2 s for one.
 func ChildOf(t testing.TB, pid int) int {
 	t.Helper()
+	child, err := childOf(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return child
+}
+
+func childOf(pid int) (int, error) {
 	for range 100 {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 		if err == nil {
 			if f := strings.Fields(string(data)); len(f) > 0 {
-				child, _ := strconv.Atoi(f[0])
-				return child
+				return strconv.Atoi(f[0])
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("process %d has no child", pid)
-	return 0
+	return 0, fmt.Errorf("process %d has no child", pid)
 }
 
 // Log is the server log so far.
@@ -281,11 +313,13 @@ func (c *Cluster) Ready(timeout time.Duration) error {
 	}
 }
 
-// stop kills the namespace and waits until it is empty: unshare exits only
+// Stop kills the namespace and waits until it is empty: unshare exits only
 // after its child, the namespace's init, which the kernel lets die only once
 // every other process in the namespace is reaped (zap_pid_ns_processes).
-func (c *Cluster) stop() {
-	if c.cmd != nil && c.cmd.Process != nil {
+// Then it removes the cluster's files and cgroup.
+func (c *Cluster) Stop() error {
+	var errs []error
+	if c.cmd != nil {
 		if c.InitPID != 0 {
 			syscall.Kill(c.InitPID, syscall.SIGKILL)
 		}
@@ -293,14 +327,16 @@ func (c *Cluster) stop() {
 		select {
 		case <-c.done:
 		case <-time.After(30 * time.Second):
-			c.t.Errorf("postgres namespace %d did not exit within 30s", c.UnsharePID)
+			errs = append(errs, fmt.Errorf("postgres namespace %d did not exit within 30s", c.UnsharePID))
 		}
 	}
 	if c.cgroup != "" {
 		if err := removeCgroup(c.cgroup); err != nil {
-			c.t.Errorf("cgroup %s left behind: %v", c.cgroup, err)
+			errs = append(errs, fmt.Errorf("cgroup %s left behind: %v", c.cgroup, err))
 		}
 	}
+	os.RemoveAll(c.base)
+	return errors.Join(errs...)
 }
 
 // removeCgroup removes a cgroup directory; the last exits may still be
