@@ -167,6 +167,14 @@ func quitFromPostmaster(at uint64, target event.Task, child bool) *event.Event {
 	return ev
 }
 
+// pgCtlStop is pg_ctl stop sending the postmaster sig at 0.6 s of boot
+// time: SIGTERM smart, SIGINT fast, SIGQUIT immediate.
+func pgCtlStop(sig unix.Signal) *event.Event {
+	ev := &event.Event{Kind: event.KindSignal, Time: 60e7, Task: postmaster, Parent: task(400, 400, 55, "pg_ctl"), Flags: event.HasSignal}
+	ev.Signal = event.Signal{Signo: uint32(sig), SenderPID: 400}
+	return ev
+}
+
 // restart is what /proc shows once the postmaster restarted: a child of
 // it that started after the fan-out (by default at 0.501 s of boot time,
 // 50 ticks).
@@ -291,9 +299,7 @@ func TestRunSettlesPendingConfirmationsBeforeReturning(t *testing.T) {
 func TestSignalAfterASmartShutdownIsNotConfirmed(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	toPM := &event.Event{Kind: event.KindSignal, Time: 60e7, Task: postmaster, Parent: task(400, 400, 55, "pg_ctl"), Flags: event.HasSignal}
-	toPM.Signal = event.Signal{Signo: uint32(unix.SIGTERM), SenderPID: 400}
-	f.agent.Handle(toPM)
+	f.agent.Handle(pgCtlStop(unix.SIGTERM))
 	later := 60e7 + uint64(2*time.Hour)
 	f.restart(later/1e7 + 5)
 	f.fanOut(later, 101)
@@ -324,9 +330,7 @@ func TestOOMKillOfAnAdopteeHasTheAdoptedRole(t *testing.T) {
 func TestImmediateShutdownIsNotConfirmed(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	toPM := &event.Event{Kind: event.KindSignal, Time: 60e7, Task: postmaster, Parent: task(400, 400, 55, "pg_ctl"), Flags: event.HasSignal}
-	toPM.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 400}
-	f.agent.Handle(toPM)
+	f.agent.Handle(pgCtlStop(unix.SIGQUIT))
 	f.agent.Handle(quitFromPostmaster(60e7+1e6, task(101, 101, 21, "postgres"), true))
 	f.restart()
 	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {

@@ -310,14 +310,7 @@ func TestNewKubernetesNamerWithoutAPI(t *testing.T) {
 	}
 
 	// A real client against a port nothing listens on.
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-`), 0o600)
+	kubeconfig := writeKubeconfig(t, "https://127.0.0.1:1")
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -383,14 +376,7 @@ func TestKubernetesNamerOverHTTP(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	defer srv.Close()
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: test, cluster: {server: "`+srv.URL+`"}}]
-users: [{name: test, user: {token: t0ken}}]
-contexts: [{name: test, context: {cluster: test, user: test}}]
-current-context: test
-`), 0o600)
+	kubeconfig := writeKubeconfig(t, srv.URL)
 
 	k, err := NewKubernetesNamer(context.Background(), kubeconfig, node, nil)
 	if err != nil {
@@ -415,4 +401,22 @@ current-context: test
 			t.Errorf("request %q does not ask for this node's pods only", q)
 		}
 	}
+}
+
+// writeKubeconfig writes a kubeconfig for the API server at server, with
+// the bearer token t0ken, and returns its path.
+func writeKubeconfig(t *testing.T, server string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	config := `apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: "` + server + `"}}]
+users: [{name: test, user: {token: t0ken}}]
+contexts: [{name: test, context: {cluster: test, user: test}}]
+current-context: test
+`
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
