@@ -325,9 +325,8 @@ func (p *Probe) Clock() Clock { return p.clock }
 
 // Read calls handle with each event until ctx ends or the probe is closed,
 // and idle (if not nil) each time the ring buffer has been drained of the
-// records it handed on. The
-// event is reused: handle must copy what it keeps. Records that cannot be
-// decoded are counted (Malformed) and skipped.
+// records it handed on. The event is reused: handle must copy what it
+// keeps. Records that cannot be decoded are counted (Malformed) and skipped.
 func (p *Probe) Read(ctx context.Context, handle func(*event.Event), idle func()) error {
 	stop := context.AfterFunc(ctx, func() { p.reader.Close() })
 	defer stop()
