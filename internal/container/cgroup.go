@@ -131,10 +131,10 @@ func cannotName(el string) bool {
 	return len(el) < shortestNaming && strings.IndexByte(el, ':') < 0
 }
 
-// fromColonElement reads slice:prefix:id, matched by colonElement as m. The kernel truncates long names
-// (bpf/events.h keeps 159 bytes of them, enough for this form with a
-// 64-digit id), which could cut the id short: the pod is still worth knowing
-// then.
+// fromColonElement reads slice:prefix:id, matched by colonElement as m.
+// The kernel truncates long names (bpf/events.h keeps 159 bytes of them,
+// enough for this form with a 64-digit id), which could cut the id short:
+// the pod is still worth knowing then.
 func fromColonElement(m []string, outer Ref) Ref {
 	ref := Ref{Runtime: RuntimeKubernetes, PodUID: outer.PodUID}
 	if uid, ok := podUID(m[1]); ok {
