@@ -121,8 +121,10 @@ func ParseStat(data []byte) (Stat, error) {
 	if len(fields) < 20 {
 		return Stat{}, fmt.Errorf("stat: %d fields after comm, want at least 20", len(fields))
 	}
-	if len(fields[0]) != 1 {
-		return Stat{}, fmt.Errorf("stat: state %q", fields[0])
+	// The state is one letter (R, S, D, Z, T, t, X, I, ...); strings.Fields
+	// splits on spaces only, so a NUL could stand in for it.
+	if st := fields[0]; len(st) != 1 || !('A' <= st[0] && st[0] <= 'Z' || 'a' <= st[0] && st[0] <= 'z') {
+		return Stat{}, fmt.Errorf("stat: state %q", st)
 	}
 	s.State = fields[0][0]
 	if s.PPID, err = strconv.Atoi(fields[1]); err != nil {
