@@ -11,7 +11,7 @@ BIN        := bin/orphanwatch
 IMAGE      ?= orphanwatch:$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help generate generate-bpf check-generated build run test test-unit bench soak fuzz lint image
+.PHONY: help generate generate-bpf check-generated build run test test-unit pg-images bench soak fuzz lint image
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,10 @@ test: ## The whole test suite: installs missing packages, then unit, kernel and 
 
 test-unit: ## Unit tests only (no root needed).
 	go test ./...
+
+PG_IMAGES ?= 13 15 17 18
+pg-images: ## Build the Docker tests' PostgreSQL images (debootstrap, cached per machine; as root), e.g. PG_IMAGES=15.
+	go run ./internal/testenv/pgimage $(PG_IMAGES)
 
 bench: build ## Measure overhead, lost events, agent cost, BPF cost, latency and startup.
 	go run ./bench

@@ -10,6 +10,8 @@ packages=(
   bpftrace hyperfine          # make bench: the peer detector and timing
   util-linux                  # unshare, nsenter, setpriv, taskset
   gcc libc6-dev               # cc for the fork/exit storm driver (bench/storm)
+  docker.io                   # a real Docker Engine (dockerd, containerd, runc, docker-init) for the Docker tests
+  debootstrap debian-archive-keyring # their PostgreSQL images, from Debian's packages, signatures checked
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,162 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ownerLabel marks a test's containers with its process id, so a stale one
+// (left by a killed run) can be told from a concurrent test's.
+const ownerLabel = "org.orphanwatch.test.pid"
+
+// Container is a container on the private engine, removed at test cleanup.
+type Container struct {
+	e    *DockerEngine
+	t    testing.TB
+	Name string // as given to docker run (docker rename changes it)
+	ID   string // the full 64-hex id, as in the container's cgroup path
+}
+
+// RunContainer runs `docker run -d --network none --name name args... image
+// cmd...`. args are extra docker run options (--init, --health-cmd ...);
+// anything that would give the container a network is refused.
+func RunContainer(t testing.TB, e *DockerEngine, name string, args []string, image string, cmd ...string) *Container {
+	t.Helper()
+	for _, a := range args {
+		if a == "-p" || a == "-P" || strings.HasPrefix(a, "--publish") || strings.HasPrefix(a, "--net") {
+			t.Fatalf("container %s: %q would give it a network; the tests run every container with --network none", name, a)
+		}
+	}
+	run := []string{"run", "--detach", "--network", "none", "--name", name, "--label", ownerLabel + "=" + strconv.Itoa(os.Getpid())}
+	run = append(append(append(run, args...), image), cmd...)
+	id, err := e.Docker(run...)
+	if err != nil {
+		// A container of that name left by a killed run: remove it only if
+		// its owner is gone, then try once more.
+		if !strings.Contains(err.Error(), "is already in use") || !removeStale(e, name) {
+			t.Fatal(err)
+		}
+		if id, err = e.Docker(run...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Container{e: e, t: t, Name: name, ID: id}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("docker logs %s:\n%s", c.Name, c.Logs())
+		}
+		if _, err := e.Docker("rm", "--force", "--volumes", c.ID); err != nil {
+			t.Errorf("removing container %s: %v", c.Name, err)
+		}
+	})
+	return c
+}
+
+func removeStale(e *DockerEngine, name string) bool {
+	owner, err := e.Docker("inspect", "--format", `{{index .Config.Labels "`+ownerLabel+`"}}`, name)
+	if err != nil {
+		return false
+	}
+	if pid, _ := strconv.Atoi(owner); pid > 0 && pid != os.Getpid() && processAlive(pid) {
+		return false
+	}
+	_, err = e.Docker("rm", "--force", name)
+	return err == nil
+}
+
+func processAlive(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err == nil
+}
+
+// UniqueName is prefix plus a random suffix: tests running concurrently (and
+// reruns after a killed run) never collide.
+func UniqueName(prefix string) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// Exec runs `docker exec <container> args...` and returns its combined output.
+func (c *Container) Exec(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := c.e.Command(ctx, append([]string{"exec", c.ID}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Shell runs a script under sh -c in the container with docker exec.
+func (c *Container) Shell(script string) (string, error) {
+	return c.Exec("sh", "-c", script)
+}
+
+// Inspect formats `docker inspect` of the container with a Go template.
+func (c *Container) Inspect(format string) string {
+	c.t.Helper()
+	out, err := c.e.Docker("inspect", "--format", format, c.ID)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// InitPID is the host pid of the container's PID 1 (docker-init with
+// --init, else the entrypoint, which becomes the postmaster).
+func (c *Container) InitPID() int {
+	c.t.Helper()
+	pid, err := strconv.Atoi(c.Inspect("{{.State.Pid}}"))
+	if err != nil || pid <= 0 {
+		c.t.Fatalf("container %s has no running init (State.Pid %d): %v", c.Name, pid, err)
+	}
+	return pid
+}
+
+// Logs is `docker logs`: the container's stdout and stderr, which for the
+// PostgreSQL images is the server log. (Not t.Context(): cleanups use it
+// after that is cancelled.)
+func (c *Container) Logs() string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := c.e.Command(ctx, "logs", c.ID).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("(docker logs failed: %v) %s", err, out)
+	}
+	return string(out)
+}
+
+// WaitLog waits until the container's log contains s.
+func (c *Container) WaitLog(s string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if strings.Contains(c.Logs(), s) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Rename is `docker rename`; Name follows.
+func (c *Container) Rename(name string) {
+	c.t.Helper()
+	if _, err := c.e.Docker("rename", c.ID, name); err != nil {
+		c.t.Fatal(err)
+	}
+	c.Name = name
+}
+
+// Health is the healthcheck status (starting, healthy, unhealthy) and the
+// last probes' exit codes and output.
+func (c *Container) Health() string {
+	c.t.Helper()
+	return c.Inspect(`{{.State.Health.Status}}{{range .State.Health.Log}} | exit {{.ExitCode}}: {{printf "%q" .Output}}{{end}}`)
+}
