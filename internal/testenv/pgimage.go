@@ -146,6 +146,10 @@ func debootstrap(suite string, version int, log io.Writer) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(dir)
+	// It becomes the image's /: MkdirTemp's 0700 would lock postgres out.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
 	mirror := DebianMirror()
 	fmt.Fprintf(log, "debootstrap %s (postgresql-%d) from %s, keyring %s\n", suite, version, mirror, debianKeyring)
 	start := time.Now()
