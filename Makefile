@@ -11,7 +11,7 @@ BIN        := bin/orphanwatch
 IMAGE      ?= orphanwatch:$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help generate generate-bpf check-generated build run test test-unit pg-images bench soak fuzz lint image
+.PHONY: help generate generate-bpf check-generated build run test test-unit pg-images bench soak fuzz lint image oracle
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,11 @@ SOAK_DURATION ?= 10m
 SOAK_INTERVAL ?= 30s
 soak: ## A 10-minute soak against real PostgreSQL: churn, an incident every 30 s (as root).
 	SOAK_DURATION=$(SOAK_DURATION) SOAK_INTERVAL=$(SOAK_INTERVAL) go test -count=1 -run '^TestSoak$$' -v -timeout 30m ./test/e2e
+
+ROUNDS ?= 1000
+SEED   ?=
+oracle: ## Differential oracle: ROUNDS seeded incidents, PostgreSQL's own log the judge (SEED=s replays; random and printed when empty; as root).
+	go run ./test/oracle -rounds $(ROUNDS) $(if $(SEED),-seed $(SEED))
 
 FUZZTIME ?= 1m
 fuzz: ## Run every fuzz target for FUZZTIME (default 1m; the test suite runs 30000 inputs each).

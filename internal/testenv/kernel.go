@@ -2,10 +2,7 @@ package testenv
 
 import (
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -67,20 +64,9 @@ var (
 func Storm(t testing.TB) string {
 	t.Helper()
 	RequireCommands(t, "cc")
-	stormOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "orphanwatch-storm-")
-		if err != nil {
-			stormErr = err
-			return
-		}
-		stormPath = filepath.Join(dir, "storm")
-		out, err := exec.Command("cc", "-O2", "-o", stormPath, filepath.Join(ModuleRoot(), "bench", "storm", "storm.c")).CombinedOutput()
-		if err != nil {
-			stormErr = fmt.Errorf("compiling the storm driver: %v: %s", err, out)
-		}
-	})
-	if stormErr != nil {
-		t.Fatal(stormErr)
+	path, err := BuildStorm()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return stormPath
+	return path
 }

@@ -89,25 +89,11 @@ var (
 // Binary builds cmd/orphanwatch once per test process and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "orphanwatch-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		os.Chmod(dir, 0o755) // tests also run it as an unprivileged user
-		binary = filepath.Join(dir, "orphanwatch")
-		cmd := exec.Command("go", "build", "-o", binary, "./cmd/orphanwatch")
-		cmd.Dir = ModuleRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building orphanwatch: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	path, err := BuildBinary()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binary
+	return path
 }
 
 // Buffer collects output written from several goroutines (a child process's

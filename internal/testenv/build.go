@@ -1,0 +1,63 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+)
+
+// BuildBinary builds cmd/orphanwatch once per process and returns its path:
+// Binary without a test, for programs such as the differential oracle.
+func BuildBinary() (string, error) {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "orphanwatch-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		os.Chmod(dir, 0o755) // tests also run it as an unprivileged user
+		binary = filepath.Join(dir, "orphanwatch")
+		cmd := exec.Command("go", "build", "-o", binary, "./cmd/orphanwatch")
+		cmd.Dir = ModuleRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building orphanwatch: %v\n%s", err, out)
+		}
+	})
+	return binary, buildErr
+}
+
+// BuildStorm compiles bench/storm/storm.c once per process and returns the
+// binary's path: Storm without a test.
+func BuildStorm() (string, error) {
+	stormOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "orphanwatch-storm-")
+		if err != nil {
+			stormErr = err
+			return
+		}
+		os.Chmod(dir, 0o755) // run inside the cluster's namespace too
+		stormPath = filepath.Join(dir, "storm")
+		out, err := exec.Command("cc", "-O2", "-o", stormPath, filepath.Join(ModuleRoot(), "bench", "storm", "storm.c")).CombinedOutput()
+		if err != nil {
+			stormErr = fmt.Errorf("compiling the storm driver: %v: %s", err, out)
+		}
+	})
+	return stormPath, stormErr
+}
+
+// TemplateDataDir is the per-process initdb'd data directory that clusters
+// are copied from, for tests that start a second postmaster of their own.
+// Copy it (cp -a); never start a server on it.
+func TemplateDataDir() (string, error) {
+	pg, err := user.Lookup("postgres")
+	if err != nil {
+		return "", fmt.Errorf("the postgres user (apt-get install postgresql): %w", err)
+	}
+	uid, _ := strconv.Atoi(pg.Uid)
+	gid, _ := strconv.Atoi(pg.Gid)
+	return templateCluster(uid, gid)
+}

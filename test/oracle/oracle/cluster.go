@@ -1,0 +1,133 @@
+package oracle
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/testenv"
+)
+
+// Cluster is one running PostgreSQL server whose postmaster is PID 1 of a
+// PID namespace: what the families act on and the judge reads. The
+// namespace cluster (unshare) implements it; a Docker container or another
+// PostgreSQL version plugs in through a ClusterStarter.
+type Cluster interface {
+	// Version is the server's major version.
+	Version() int
+	// PostmasterPID is the postmaster's pid on the host.
+	PostmasterPID() int
+	// Exec runs a shell script inside the namespace as a process the
+	// postmaster did not start; it returns when the script's shell exits.
+	Exec(script string) (string, error)
+	// Command is a long-running command inside the namespace (storms).
+	Command(name string, args ...string) *exec.Cmd
+	// Psql is a psql command line that reaches the server from inside.
+	Psql() string
+	// PGBin is the server binaries' directory, as seen inside.
+	PGBin() string
+	// Inside maps a host path under the scratch directory to the path the
+	// namespace sees; the namespace cluster shares the host's filesystem.
+	Inside(hostPath string) string
+	// Ready waits until the server accepts connections.
+	Ready(timeout time.Duration) error
+	// Log is the server log so far (stderr, default log_line_prefix).
+	Log() string
+	// Exited reports whether the postmaster has exited.
+	Exited() bool
+	// Stop ends the server and its namespace and removes its files.
+	Stop() error
+}
+
+// ClusterStarter starts a cluster of a PostgreSQL major version; scratch
+// is a host directory the cluster must make visible inside (Inside).
+type ClusterStarter func(version int, scratch string) (Cluster, error)
+
+// Starters are the kinds of cluster the oracle can run against, by name.
+var Starters = map[string]ClusterStarter{
+	"namespace": startNamespaceCluster,
+}
+
+// namespaceCluster is testenv's cluster: unshare --pid --fork --mount-proc,
+// the postmaster as PID 1, the host's filesystem.
+type namespaceCluster struct {
+	*testenv.Cluster
+	pidfd int // the postmaster's: Exited cannot be fooled by pid reuse
+}
+
+// settings make the oracle's rounds faster and its log unambiguous.
+var settings = []string{
+	// The default prefix spelled out, in UTC, whatever initdb found.
+	"log_line_prefix=%m [%p] ",
+	"log_timezone=UTC",
+	// Crash recovery fsyncs the whole data directory first (2-3 s here);
+	// without fsync it takes ~0.3 s, so a round waits less for the reset.
+	"fsync=off",
+	// Rounds open many connections at once.
+	"max_connections=200",
+}
+
+func startNamespaceCluster(version int, scratch string) (Cluster, error) {
+	if version != 15 {
+		return nil, fmt.Errorf("the namespace cluster runs PostgreSQL 15 (%s), not %d", testenv.PGBin, version)
+	}
+	c, err := testenv.NewCluster(testenv.ClusterOptions{Settings: settings})
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.PidfdOpen(c.PostmasterPID, 0)
+	if err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("opening the postmaster's pidfd: %w", err)
+	}
+	return &namespaceCluster{Cluster: c, pidfd: fd}, nil
+}
+
+func (c *namespaceCluster) Version() int                  { return 15 }
+func (c *namespaceCluster) PostmasterPID() int            { return c.Cluster.PostmasterPID }
+func (c *namespaceCluster) Psql() string                  { return c.PsqlArgs() }
+func (c *namespaceCluster) PGBin() string                 { return testenv.PGBin }
+func (c *namespaceCluster) Inside(hostPath string) string { return filepath.Clean(hostPath) }
+
+func (c *namespaceCluster) Exited() bool {
+	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+func (c *namespaceCluster) Stop() error {
+	err := c.Cluster.Stop()
+	if c.pidfd >= 0 {
+		unix.Close(c.pidfd)
+		c.pidfd = -1
+	}
+	return err
+}
+
+// Ready asks pg_isready (no session, so no backend to disturb), and
+// gives up at once when the postmaster is gone.
+func (c *namespaceCluster) Ready(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	probe := fmt.Sprintf("%s/pg_isready -q -h %s -U postgres", testenv.PGBin, c.Socket)
+	for {
+		if c.Exited() {
+			return fmt.Errorf("the postmaster (pid %d) has exited", c.PostmasterPID())
+		}
+		if _, err := c.Exec(probe); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server not ready after %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// writeExecutable writes a script the namespace runs.
+func writeExecutable(path, text string) error {
+	return os.WriteFile(path, []byte(text), 0o755)
+}

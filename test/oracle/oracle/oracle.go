@@ -1,0 +1,410 @@
+// Package oracle is orphanwatch's differential oracle: it runs seeded
+// rounds of incidents (families) against a real PostgreSQL whose
+// postmaster is PID 1 of its PID namespace, with fork storms around them,
+// while `orphanwatch trace --json` watches; then PostgreSQL's own log is
+// the judge: every crash line it wrote must match exactly one crash-restart
+// record, and every crash-restart record exactly one line.
+package oracle
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/orphanwatch/orphanwatch/internal/testenv"
+)
+
+// Config is one oracle run.
+type Config struct {
+	Rounds   int
+	Seed     uint64
+	Families []string // empty: all
+	Round    int      // >= 0: replay only this round
+	Workers  int
+	PG       int    // PostgreSQL major version
+	Cluster  string // a key of Starters
+	Storms   bool
+	Verbose  bool
+	Out      io.Writer
+	// TraceArgs are extra arguments for orphanwatch trace.
+	TraceArgs []string
+}
+
+// Instance is one cluster the run used: a fresh one starts after a round
+// shuts the server down.
+type Instance struct {
+	Index         int
+	PostmasterPID int
+	Started       time.Time
+	Ended         time.Time
+	Log           string // read before the cluster's files are removed
+	cluster       Cluster
+}
+
+// runner is the shared state of a run.
+type runner struct {
+	cfg      Config
+	families []*Family
+	scratch  string
+	owRun    string // ow-run's host path
+	threads  string // owthreads' host path
+	template string // the data directory a second postmaster copies
+	storm    string
+	pidNS    uint64 // the current cluster's PID namespace
+	trace    *tracer
+
+	// mu is held for reading by each round and for writing by a round
+	// that ends the cluster (and while the cluster is replaced).
+	mu        sync.RWMutex
+	instances []*Instance
+	harness   []string // harness failures outside rounds
+	logMu     sync.Mutex
+}
+
+//go:embed testdata/threads.c
+var threadsSource []byte
+
+// Run runs the oracle and judges it.
+func Run(cfg Config) (*Result, error) {
+	if cfg.Workers < 1 {
+		cfg.Workers = 1
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if cfg.Cluster == "" {
+		cfg.Cluster = "namespace"
+	}
+	start := Starters[cfg.Cluster]
+	if start == nil {
+		return nil, fmt.Errorf("no cluster kind %q", cfg.Cluster)
+	}
+	run := &runner{cfg: cfg}
+	for _, name := range cfg.Families {
+		f := FamilyNamed(name)
+		if f == nil {
+			return nil, fmt.Errorf("no family %q (families: %s)", name, familyNames())
+		}
+		run.families = append(run.families, f)
+	}
+	if len(run.families) == 0 {
+		run.families = Families
+	}
+	if err := run.prepare(); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(run.scratch)
+
+	began := time.Now()
+	tr, err := startTracer(mustBinary(), cfg.TraceArgs...)
+	if err != nil {
+		return nil, err
+	}
+	run.trace = tr
+	defer tr.stop()
+	if err := run.newInstance(start); err != nil {
+		return nil, err
+	}
+
+	ctx, stopStorms := context.WithCancel(context.Background())
+	var storms sync.WaitGroup
+	if cfg.Storms {
+		run.startStorms(ctx, &storms)
+	}
+
+	rounds := run.playRounds(start)
+
+	stopStorms()
+	storms.Wait()
+	// Let the run end cleanly: the server up again and late records in.
+	current := run.instances[len(run.instances)-1]
+	if err := current.cluster.Ready(60 * time.Second); err != nil {
+		run.harnessf("after the last round the server did not come back: %v", err)
+	}
+	time.Sleep(2 * time.Second)
+	stoppedCleanly := tr.stop()
+	run.endInstance(current)
+
+	res := judge(run, rounds)
+	res.Elapsed = time.Since(began)
+	res.Counters = parseCounters(tr.stderr.String())
+	res.TraceStderr = tr.stderr.String()
+	if !stoppedCleanly {
+		res.OrphanwatchErrors = append(res.OrphanwatchErrors, "orphanwatch trace did not exit within 10 s of SIGINT (killed)")
+	}
+	return res, nil
+}
+
+// prepare builds what the rounds need in a scratch directory the
+// namespace can read.
+func (run *runner) prepare() error {
+	var err error
+	if run.storm, err = testenv.BuildStorm(); err != nil {
+		return err
+	}
+	if _, err = testenv.BuildBinary(); err != nil {
+		return err
+	}
+	if run.template, err = testenv.TemplateDataDir(); err != nil {
+		return err
+	}
+	if run.scratch, err = os.MkdirTemp("", "orphanwatch-oracle-"); err != nil {
+		return err
+	}
+	if err := os.Chmod(run.scratch, 0o755); err != nil {
+		return err
+	}
+	run.owRun = filepath.Join(run.scratch, "ow-run")
+	if err := writeExecutable(run.owRun, owRun); err != nil {
+		return err
+	}
+	src := filepath.Join(run.scratch, "threads.c")
+	run.threads = filepath.Join(run.scratch, "owthreads")
+	if err := os.WriteFile(src, threadsSource, 0o644); err != nil {
+		return err
+	}
+	if out, err := exec.Command("cc", "-O2", "-pthread", "-o", run.threads, src).CombinedOutput(); err != nil {
+		return fmt.Errorf("compiling owthreads: %v: %s", err, out)
+	}
+	return nil
+}
+
+func mustBinary() string {
+	path, _ := testenv.BuildBinary() // built by prepare
+	return path
+}
+
+// newInstance starts a cluster and waits until orphanwatch has seen its
+// postmaster (a round before that would test the start, not the rules).
+func (run *runner) newInstance(start ClusterStarter) error {
+	c, err := start(run.cfg.PG, run.scratch)
+	if err != nil {
+		return fmt.Errorf("starting PostgreSQL %d: %w", run.cfg.PG, err)
+	}
+	inst := &Instance{Index: len(run.instances), PostmasterPID: c.PostmasterPID(), Started: time.Now(), cluster: c}
+	run.instances = append(run.instances, inst)
+	if run.pidNS, err = pidNamespace(c.PostmasterPID()); err != nil {
+		return fmt.Errorf("the postmaster's PID namespace: %w", err)
+	}
+	pm := uint32(c.PostmasterPID())
+	if !run.trace.waitFor(15*time.Second, func(r *TraceRecord) bool {
+		return r.Verdict == "postmaster-pid1" && r.Postmaster != nil && r.Postmaster.PID == pm
+	}) {
+		run.logf("warning: no postmaster-pid1 record for postmaster %d within 15 s", pm)
+	}
+	run.logf("cluster %d: PostgreSQL %d, postmaster pid %d (PID 1 of its namespace)", inst.Index, run.cfg.PG, pm)
+	return nil
+}
+
+// endInstance keeps the cluster's log and removes it.
+func (run *runner) endInstance(inst *Instance) {
+	inst.Log = inst.cluster.Log()
+	inst.Ended = time.Now()
+	if err := inst.cluster.Stop(); err != nil {
+		run.harnessf("stopping cluster %d: %v", inst.Index, err)
+	}
+}
+
+// familyFor is round i's family: the first rounds visit every family once,
+// in an order drawn from the seed, so that a short run covers them all;
+// after that by weight.
+func (run *runner) familyFor(i int, rng *rand.Rand) *Family {
+	fams := run.families
+	if i < len(fams) {
+		order := rand.New(rand.NewPCG(run.cfg.Seed, 0xfa)).Perm(len(fams))
+		return fams[order[i]]
+	}
+	total := 0.0
+	for _, f := range fams {
+		total += f.Weight
+	}
+	x := rng.Float64() * total
+	for _, f := range fams {
+		if x -= f.Weight; x < 0 {
+			return f
+		}
+	}
+	return fams[len(fams)-1]
+}
+
+// playRounds runs the rounds on the workers.
+func (run *runner) playRounds(start ClusterStarter) []*Round {
+	var indices []int
+	if run.cfg.Round >= 0 {
+		indices = []int{run.cfg.Round}
+	} else {
+		for i := range run.cfg.Rounds {
+			indices = append(indices, i)
+		}
+	}
+	rounds := make([]*Round, len(indices))
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	var doneMu sync.Mutex
+	done := 0
+	began := time.Now()
+	for range run.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range jobs {
+				rounds[k] = run.playRound(indices[k], start)
+				doneMu.Lock()
+				done++
+				if run.cfg.Verbose {
+					run.logf("%s", describeRound(rounds[k]))
+				} else if done%10 == 0 || done == len(indices) {
+					run.logf("%d/%d rounds, %s", done, len(indices), time.Since(began).Round(time.Second))
+				}
+				doneMu.Unlock()
+			}
+		}()
+	}
+	for k := range indices {
+		jobs <- k
+	}
+	close(jobs)
+	wg.Wait()
+	return rounds
+}
+
+// playRound runs one round against the current cluster.
+func (run *runner) playRound(i int, start ClusterStarter) *Round {
+	rng := roundRNG(run.cfg.Seed, i)
+	r := &Round{Index: i, rng: rng, run: run}
+	r.Family = run.familyFor(i, rng)
+	r.dir = filepath.Join(run.scratch, fmt.Sprintf("r%d", i))
+	if err := os.Mkdir(r.dir, 0o755); err != nil {
+		r.HarnessErr = err
+		return r
+	}
+	run.replaceIfExited(start)
+	if r.Family.Exclusive {
+		run.mu.Lock()
+		defer run.mu.Unlock()
+	} else {
+		run.mu.RLock()
+		defer run.mu.RUnlock()
+	}
+	inst := run.instances[len(run.instances)-1]
+	r.Instance, r.cluster, r.psql = inst.Index, inst.cluster, inst.cluster.Psql()
+	r.Start = time.Now()
+	err := r.Family.Run(r)
+	r.collect()
+	r.End = time.Now()
+	r.release()
+	if err != nil {
+		r.HarnessErr = asHarness(err)
+	}
+	if r.EndsCluster {
+		// Held for writing: no other round runs.
+		run.endInstance(inst)
+		if err := run.newInstance(start); err != nil {
+			run.harnessf("starting a fresh cluster after %s: %v", r, err)
+		}
+	}
+	return r
+}
+
+// replaceIfExited starts a fresh cluster if the current one died without
+// a round meaning it to: a harness failure.
+func (run *runner) replaceIfExited(start ClusterStarter) {
+	run.mu.RLock()
+	inst := run.instances[len(run.instances)-1]
+	exited := inst.cluster.Exited()
+	run.mu.RUnlock()
+	if !exited {
+		return
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if inst != run.instances[len(run.instances)-1] {
+		return // another worker replaced it
+	}
+	run.harnessf("cluster %d (postmaster %d) exited with no round ending it:\n%s", inst.Index, inst.PostmasterPID, tail(inst.cluster.Log(), 20))
+	run.endInstance(inst)
+	if err := run.newInstance(start); err != nil {
+		run.harnessf("starting a fresh cluster: %v", err)
+	}
+}
+
+// startStorms runs the storm binary on the host continuously and short
+// storms inside the namespace, until ctx ends.
+func (run *runner) startStorms(ctx context.Context, wg *sync.WaitGroup) {
+	loop := func(pause time.Duration, cmd func() *exec.Cmd) {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if c := cmd(); c != nil {
+				c.Run() // a storm cut short by a cluster's end is no failure
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(pause):
+			}
+		}
+	}
+	wg.Add(2)
+	go loop(300*time.Millisecond, func() *exec.Cmd { return exec.CommandContext(ctx, run.storm, "-v", "-n", "2000") })
+	go loop(time.Second, func() *exec.Cmd {
+		if !run.mu.TryRLock() {
+			return nil // a cluster is being replaced
+		}
+		defer run.mu.RUnlock()
+		c := run.instances[len(run.instances)-1].cluster
+		cmd := c.Command(run.storm, "-v", "-n", "300")
+		cmd.Cancel = func() error { return cmd.Process.Kill() }
+		return cmd
+	})
+}
+
+func (run *runner) logf(format string, args ...any) {
+	run.logMu.Lock()
+	defer run.logMu.Unlock()
+	fmt.Fprintf(run.cfg.Out, "oracle: "+format+"\n", args...)
+}
+
+func (run *runner) harnessf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	run.logMu.Lock()
+	run.harness = append(run.harness, msg)
+	run.logMu.Unlock()
+	run.logf("HARNESS: %s", msg)
+}
+
+func describeRound(r *Round) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", r, r.End.Sub(r.Start).Round(time.Millisecond))
+	var procs []string
+	for _, p := range r.Procs {
+		procs = append(procs, p.String())
+	}
+	if len(procs) > 0 {
+		fmt.Fprintf(&b, "; %s", strings.Join(procs, ", "))
+	}
+	if r.HarnessErr != nil {
+		fmt.Fprintf(&b, "\n  HARNESS: %v", r.HarnessErr)
+	}
+	return b.String()
+}
+
+func familyNames() string {
+	var names []string
+	for _, f := range Families {
+		names = append(names, f.Name)
+	}
+	return strings.Join(names, ",")
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

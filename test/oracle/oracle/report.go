@@ -1,0 +1,126 @@
+package oracle
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// replay is the command that runs round i alone.
+func replay(cfg Config, i int) string {
+	cmd := fmt.Sprintf("go run ./test/oracle -seed %d -round %d", cfg.Seed, i)
+	if len(cfg.Families) > 0 {
+		cmd += " -families " + strings.Join(cfg.Families, ",")
+	}
+	return cmd
+}
+
+// Print writes the table, every mismatch with its context, orphanwatch's
+// counters and the verdict.
+func (res *Result) Print(w io.Writer) {
+	cfg := res.Config
+	fmt.Fprintf(w, "\norphanwatch differential oracle: seed %d, %d round(s), %d worker(s), PostgreSQL %d (%s cluster), %d cluster instance(s), storms %v, %s\n\n",
+		cfg.Seed, len(res.Rounds), cfg.Workers, cfg.PG, cfg.Cluster, len(res.Instances), cfg.Storms, res.Elapsed.Round(time.Second))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "family\trounds\tmeant to crash\tmasked\tcrash lines\trecords\tmatched\tprecision\trecall\twrong log\tharness errors\t")
+	for _, s := range res.Stats {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t%d\t\n", s.Name, s.Rounds, s.ExpectCrash, s.Silent, s.Lines, s.Records, s.Matched,
+			percent(s.Matched, s.Records), percent(s.Matched, s.Lines), s.WrongLog, s.HarnessErrors)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\n(meant to crash: rounds that did something PostgreSQL logs as a crash; masked: of those, rounds with no crash line, the server being already in another round's reset)")
+
+	for i, m := range res.Mismatches {
+		fmt.Fprintf(w, "\nMISMATCH %d: %s\n", i+1, m.Kind)
+		if m.Line != nil {
+			fmt.Fprintf(w, "  postgres (cluster %d, log line %d): %s\n", m.Instance, m.Line.Number, m.Line.Text)
+		}
+		if m.Record != nil {
+			fmt.Fprintf(w, "  record: %s\n", m.Record.Line)
+			if m.Kind == "wrong postgres_log" {
+				fmt.Fprintf(w, "  postgres_log %q, PostgreSQL logged %q\n", m.Record.PostgresLog, m.Line.Message)
+			}
+		}
+		if m.Round != nil {
+			fmt.Fprintf(w, "  %s, %s to %s\n", m.Round, clock(m.Round.Start), clock(m.Round.End))
+			var procs []string
+			for _, p := range m.Round.Procs {
+				procs = append(procs, p.String())
+			}
+			fmt.Fprintf(w, "    processes: %s\n", strings.Join(procs, ", "))
+			for _, n := range m.Round.Notes {
+				fmt.Fprintf(w, "    note: %s\n", n)
+			}
+			fmt.Fprintf(w, "    replay: %s\n", replay(res.Config, m.Round.Index))
+		} else {
+			fmt.Fprintf(w, "  no round started this pid at that time (a storm's or the harness's process?)\n")
+		}
+		if len(m.Nearby) > 0 {
+			fmt.Fprintf(w, "  nearby records of that postmaster:\n")
+			for _, r := range m.Nearby {
+				fmt.Fprintf(w, "    %s\n", shortRecord(&r))
+				if m.Line != nil && r.Verdict == "crash-restart" && r.NSPid == m.Line.NSPid && sameStatus(m.Line, &r) {
+					fmt.Fprintf(w, "      ^ same pid and status, %s from the line: beyond the %s tolerance, or matched to another line\n",
+						r.Time.Sub(m.Line.Time).Round(time.Millisecond), Tolerance)
+				}
+			}
+		} else if m.Kind != "wrong postgres_log" {
+			fmt.Fprintf(w, "  no record of that postmaster nearby\n")
+		}
+	}
+
+	for _, l := range res.Unattributed {
+		fmt.Fprintf(w, "\ncrash line no round accounts for (cluster %d, line %d): %s\n", l.Instance, l.Number, l.Text)
+	}
+	fmt.Fprintf(w, "\norphanwatch counters: %s\n", res.Counters)
+	if res.Counters.Lost > 0 {
+		fmt.Fprintf(w, "  WARNING: %d events lost: a miss may be a loss, not a wrong rule\n", res.Counters.Lost)
+	}
+	for _, r := range res.Unconfirmed {
+		fmt.Fprintf(w, "crash-restart-confirmed with no trigger (a restart whose culprit orphanwatch did not see): %s\n", r.Line)
+	}
+	for _, e := range res.OrphanwatchErrors {
+		fmt.Fprintf(w, "ORPHANWATCH: %s\n", e)
+	}
+	for _, e := range res.HarnessErrors {
+		fmt.Fprintf(w, "HARNESS FAILURE (not orphanwatch's): %s\n", e)
+	}
+	for _, e := range res.Inconclusive {
+		fmt.Fprintf(w, "INCONCLUSIVE: %s\n", e)
+	}
+	total := res.Stats[len(res.Stats)-1]
+	switch res.ExitCode() {
+	case 0:
+		fmt.Fprintf(w, "\nPASS: %d crash lines, %d crash-restart records, all matched (precision and recall 100%%)\n", total.Lines, total.Records)
+	case 1:
+		fmt.Fprintf(w, "\nFAIL: orphanwatch disagrees with PostgreSQL: precision %s, recall %s, %d wrong postgres_log, %d other orphanwatch error(s)\n",
+			percent(total.Matched, total.Records), percent(total.Matched, total.Lines), total.WrongLog, len(res.OrphanwatchErrors))
+	default:
+		fmt.Fprintf(w, "\nHARNESS FAILURE or INCONCLUSIVE run (not a verdict on orphanwatch): %d harness failure(s), %d inconclusive\n",
+			len(res.HarnessErrors), len(res.Inconclusive))
+	}
+}
+
+func percent(a, b int) string {
+	if b == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(100*float64(a)/float64(b), 'f', 1, 64) + "%"
+}
+
+func clock(t time.Time) string { return t.UTC().Format("15:04:05.000") }
+
+func shortRecord(r *TraceRecord) string {
+	status := r.Signal
+	if r.ExitCode != nil {
+		status = "exit " + strconv.Itoa(*r.ExitCode)
+	}
+	s := fmt.Sprintf("%s %-24s pid %d ns:%d %s %s", clock(r.Time), r.Verdict, r.PID, r.NSPid, r.Comm, status)
+	if r.PostgresLog != "" {
+		s += fmt.Sprintf(" (%q)", r.PostgresLog)
+	}
+	return s
+}
