@@ -12,8 +12,8 @@ import (
 	"time"
 )
 
-// ownerLabel marks a test's containers with its process id, so a stale one
-// (left by a killed run) can be told from a concurrent test's.
+// ownerLabel marks a test's containers with its process id, so one left by
+// a killed run can be told from a concurrent test's.
 const ownerLabel = "org.orphanwatch.test.pid"
 
 // Container is a container on the private engine, removed at test cleanup.
@@ -38,14 +38,7 @@ func RunContainer(t testing.TB, e *DockerEngine, name string, args []string, ima
 	run = append(append(append(run, args...), image), cmd...)
 	id, err := e.Docker(run...)
 	if err != nil {
-		// A container of that name left by a killed run: remove it only if
-		// its owner is gone, then try once more.
-		if !strings.Contains(err.Error(), "is already in use") || !removeStale(e, name) {
-			t.Fatal(err)
-		}
-		if id, err = e.Docker(run...); err != nil {
-			t.Fatal(err)
-		}
+		t.Fatal(err)
 	}
 	c := &Container{e: e, t: t, Name: name, ID: id}
 	t.Cleanup(func() {
@@ -59,16 +52,22 @@ func RunContainer(t testing.TB, e *DockerEngine, name string, args []string, ima
 	return c
 }
 
-func removeStale(e *DockerEngine, name string) bool {
-	owner, err := e.Docker("inspect", "--format", `{{index .Config.Labels "`+ownerLabel+`"}}`, name)
+// removeOrphanedContainers removes the containers of test processes that
+// are gone (killed before their cleanup ran).
+func removeOrphanedContainers(e *DockerEngine) error {
+	out, err := e.Docker("ps", "--all", "--filter", "label="+ownerLabel, "--format", `{{.ID}} {{.Label "`+ownerLabel+`"}}`)
 	if err != nil {
-		return false
+		return err
 	}
-	if pid, _ := strconv.Atoi(owner); pid > 0 && pid != os.Getpid() && processAlive(pid) {
-		return false
+	for _, line := range strings.Split(out, "\n") {
+		id, owner, ok := strings.Cut(line, " ")
+		if pid, _ := strconv.Atoi(owner); ok && pid > 0 && !processAlive(pid) {
+			if _, err := e.Docker("rm", "--force", "--volumes", id); err != nil {
+				return err
+			}
+		}
 	}
-	_, err = e.Docker("rm", "--force", name)
-	return err == nil
+	return nil
 }
 
 func processAlive(pid int) bool {
@@ -76,8 +75,8 @@ func processAlive(pid int) bool {
 	return err == nil
 }
 
-// UniqueName is prefix plus a random suffix: tests running concurrently (and
-// reruns after a killed run) never collide.
+// UniqueName is prefix plus a random suffix: tests running concurrently
+// never collide.
 func UniqueName(prefix string) string {
 	b := make([]byte, 4)
 	rand.Read(b)

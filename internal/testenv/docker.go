@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,7 +66,11 @@ var (
 func Docker(t testing.TB) *DockerEngine {
 	t.Helper()
 	RequireDocker(t)
-	dockerOnce.Do(func() { engine, engineErr = StartDocker() })
+	dockerOnce.Do(func() {
+		if engine, engineErr = StartDocker(); engineErr == nil {
+			engineErr = removeOrphanedContainers(engine)
+		}
+	})
 	if engineErr != nil {
 		t.Fatal(engineErr)
 	}
@@ -168,6 +173,41 @@ func (e *DockerEngine) run(ctx context.Context, args ...string) (string, error) 
 		return stdout.String(), fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return strings.TrimSpace(stdout.String()), nil
+}
+
+// Processes are the host pids of the engine: dockerd, its children
+// (containerd, any docker-proxy) and the shims of its containers (their
+// command line names its exec-root).
+func (e *DockerEngine) Processes() ([]int, error) {
+	data, err := os.ReadFile(filepath.Join(dockerRun, "dockerd.pid"))
+	if err != nil {
+		return nil, err
+	}
+	daemon := strings.TrimSpace(string(data))
+	execRoot := []byte(filepath.Join(dockerRun, "exec") + "/")
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var pids []int
+	for _, stat := range stats {
+		dir := filepath.Dir(stat)
+		pid := filepath.Base(dir)
+		st, err := os.ReadFile(stat)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so after the last ')'.
+		var ppid string
+		if i := bytes.LastIndexByte(st, ')'); i > 0 {
+			if f := strings.Fields(string(st[i+1:])); len(f) > 1 {
+				ppid = f[1]
+			}
+		}
+		cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
+		if pid == daemon || ppid == daemon || bytes.Contains(cmdline, execRoot) {
+			n, _ := strconv.Atoi(pid)
+			pids = append(pids, n)
+		}
+	}
+	return pids, nil
 }
 
 // lockFile takes an exclusive flock, across processes, until unlock.
