@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
+# The Docker tests' PostgreSQL images: built once per machine (minutes, side
+# by side), cached outside the repository; as root only, like those tests.
+[ "$(id -u)" -ne 0 ] || make -s pg-images
 
 echo "== go vet"
 go vet ./...
