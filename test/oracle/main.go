@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/orphanwatch/orphanwatch/internal/testenv"
 	"github.com/orphanwatch/orphanwatch/test/oracle/oracle"
@@ -44,6 +46,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "oracle: needs root (BPF, PID namespaces)")
 		os.Exit(3)
 	}
+	// The first Ctrl-C ends the run cleanly (clusters stopped, judged); a
+	// second one kills it at once.
+	interrupt := make(chan struct{})
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		close(interrupt)
+		signal.Stop(signals)
+	}()
+	cfg.Interrupt = interrupt
 	fmt.Printf("oracle: seed %d (replay a round with -seed %d -round N)\n", cfg.Seed, cfg.Seed)
 	res, err := oracle.Run(cfg)
 	testenv.RemoveBuilt()

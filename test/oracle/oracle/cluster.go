@@ -1,10 +1,14 @@
 package oracle
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -92,6 +96,17 @@ func (c *namespaceCluster) PostmasterPID() int            { return c.Cluster.Pos
 func (c *namespaceCluster) Psql() string                  { return c.PsqlArgs() }
 func (c *namespaceCluster) PGBin() string                 { return testenv.PGBin }
 func (c *namespaceCluster) Inside(hostPath string) string { return filepath.Clean(hostPath) }
+
+// Exec is testenv's, in a process group of its own (see ownGroup).
+func (c *namespaceCluster) Exec(script string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := ownGroup(exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(c.InitPID), "-p", "-m", "sh", "-c", script), syscall.SIGKILL)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
 
 func (c *namespaceCluster) Exited() bool {
 	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}

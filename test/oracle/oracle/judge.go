@@ -143,6 +143,12 @@ func judge(run *runner, rounds []*Round) *Result {
 	for _, inst := range run.instances {
 		var lines []*CrashLine
 		for _, e := range testenv.CrashLines(inst.Log) {
+			// The log has milliseconds: a line of the same millisecond
+			// as the stop may still have been seen.
+			if !run.traceStopped.IsZero() && e.Time.After(run.traceStopped.Truncate(time.Millisecond)) {
+				res.HarnessErrors = append(res.HarnessErrors, fmt.Sprintf("cluster %d logged a crash after trace was stopped, not judged: %s", inst.Index, e.Text))
+				continue
+			}
 			lines = append(lines, &CrashLine{ChildExit: e, Instance: inst.Index})
 		}
 		var mine, others []*TraceRecord

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/orphanwatch/orphanwatch/internal/testenv"
@@ -36,6 +37,9 @@ type Config struct {
 	Out      io.Writer
 	// TraceArgs are extra arguments for orphanwatch trace.
 	TraceArgs []string
+	// Interrupt, when closed, stops handing out rounds: the rounds under
+	// way finish, and the run ends and is judged as usual (Ctrl-C).
+	Interrupt <-chan struct{}
 }
 
 // Instance is one cluster the run used: a fresh one starts after a round
@@ -66,7 +70,9 @@ type runner struct {
 	mu        sync.RWMutex
 	instances []*Instance
 	harness   []string // harness failures outside rounds
-	logMu     sync.Mutex
+	// traceStopped: a crash line logged after it is no miss of orphanwatch's.
+	traceStopped time.Time
+	logMu        sync.Mutex
 }
 
 //go:embed testdata/threads.c
@@ -130,6 +136,7 @@ func Run(cfg Config) (*Result, error) {
 		run.harnessf("after the last round the server did not come back: %v", err)
 	}
 	time.Sleep(2 * time.Second)
+	run.traceStopped = time.Now()
 	stoppedCleanly := tr.stop()
 	run.endInstance(current)
 
@@ -268,12 +275,20 @@ func (run *runner) playRounds(start ClusterStarter) []*Round {
 			}
 		}()
 	}
+	started := len(indices)
+feed:
 	for k := range indices {
-		jobs <- k
+		select {
+		case jobs <- k:
+		case <-run.cfg.Interrupt:
+			run.logf("interrupted: finishing the rounds under way, then judging the %d started", k)
+			started = k
+			break feed
+		}
 	}
 	close(jobs)
 	wg.Wait()
-	return rounds
+	return rounds[:started]
 }
 
 // playRound runs one round against the current cluster.
@@ -352,17 +367,26 @@ func (run *runner) startStorms(ctx context.Context, wg *sync.WaitGroup) {
 		}
 	}
 	wg.Add(2)
-	go loop(300*time.Millisecond, func() *exec.Cmd { return exec.CommandContext(ctx, run.storm, "-v", "-n", "2000") })
+	go loop(300*time.Millisecond, func() *exec.Cmd {
+		return ownGroup(exec.CommandContext(ctx, run.storm, "-v", "-n", "2000"), syscall.SIGKILL)
+	})
 	go loop(time.Second, func() *exec.Cmd {
 		if !run.mu.TryRLock() {
 			return nil // a cluster is being replaced
 		}
 		defer run.mu.RUnlock()
 		c := run.instances[len(run.instances)-1].cluster
-		cmd := c.Command(run.storm, "-v", "-n", "300")
-		cmd.Cancel = func() error { return cmd.Process.Kill() }
-		return cmd
+		return ownGroup(c.Command(run.storm, "-v", "-n", "300"), syscall.SIGKILL)
 	})
+}
+
+// ownGroup puts a child of the oracle in a process group of its own, so
+// that a Ctrl-C at the terminal reaches only the oracle (which then ends
+// the run cleanly), and has the kernel send it deathSignal if the oracle
+// dies first, so that nothing outlives a killed oracle.
+func ownGroup(cmd *exec.Cmd, deathSignal syscall.Signal) *exec.Cmd {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal}
+	return cmd
 }
 
 func (run *runner) logf(format string, args ...any) {

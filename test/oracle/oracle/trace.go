@@ -39,7 +39,8 @@ type tracer struct {
 
 func startTracer(binary string, args ...string) (*tracer, error) {
 	tr := &tracer{done: make(chan struct{})}
-	tr.cmd = exec.Command(binary, append([]string{"trace", "--json"}, args...)...)
+	// Interrupted, it prints its summary: what it gets if the oracle dies.
+	tr.cmd = ownGroup(exec.Command(binary, append([]string{"trace", "--json"}, args...)...), syscall.SIGINT)
 	stdout, err := tr.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
