@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,7 +69,7 @@ func lone(r *Round) error {
 	}
 	r.ExpectCrash = true
 	roles := []string{"sh"}
-	switch v := r.variant("SIGPIPE", "SIGKILL", "SIGTERM", "exit 0", "exit 1", "exit 2", "exit 3"); v {
+	switch v := r.variantOf([]string{"SIGPIPE", "SIGKILL", "SIGTERM", "exit 0", "exit 1", "exit 2", "exit 3"}, "exit 0", "exit 1"); v {
 	case "SIGPIPE":
 		roles = []string{"psql", "head"}
 		if err := r.launch(fmt.Sprintf(seedIncident, "psql", "head") + " exit"); err != nil {
@@ -141,7 +142,7 @@ func pty(r *Round) error {
 	if err := r.ready(); err != nil {
 		return err
 	}
-	sigName := r.variant("SIGKILL", "SIGTERM", "SIGHUP")
+	sigName := r.variantOf([]string{"SIGKILL", "SIGTERM", "SIGHUP"}, "SIGTERM", "SIGHUP")
 	// script(1) catches SIGTERM and SIGHUP, ends its session and exits 0:
 	// only SIGKILL is sure to leave an adoptee dying of a signal.
 	r.ExpectCrash = sigName == "SIGKILL"
@@ -207,7 +208,7 @@ func threads(r *Round) error {
 	}
 	n := 1 + r.rng.IntN(4)
 	r.ExpectCrash = true
-	how := r.variant("SIGKILL", "SIGTERM", "SIGHUP", "SIGUSR1", "thread exit 0", "thread exit 1", "thread exit 2", "thread exit 3")
+	how := r.variantOf([]string{"SIGKILL", "SIGTERM", "SIGHUP", "SIGUSR1", "thread exit 0", "thread exit 1", "thread exit 2", "thread exit 3"}, "thread exit 0", "thread exit 1")
 	r.setVariant(fmt.Sprintf("%d threads", n))
 	bin := r.cluster.Inside(r.run.threads)
 	if code, ok := strings.CutPrefix(how, "thread exit "); ok {
@@ -236,7 +237,7 @@ func leaderExit(r *Round) error {
 		return err
 	}
 	n := 1 + r.rng.IntN(3)
-	how := r.variant("exit 0", "exit 1", "exit 2", "exit 3", "SIGKILL", "SIGTERM")
+	how := r.variantOf([]string{"exit 0", "exit 1", "exit 2", "exit 3", "SIGKILL", "SIGTERM"}, "exit 0", "exit 1")
 	r.setVariant(fmt.Sprintf("%d threads", n))
 	bin := r.cluster.Inside(r.run.threads)
 	ms := r.between(50*time.Millisecond, 600*time.Millisecond).Milliseconds()
@@ -313,6 +314,10 @@ func grandchildren(r *Round) error {
 		kills = append(kills, kill{level, sig})
 		how = append(how, fmt.Sprintf("kill g%d %s", level, sigName(sig)))
 	}
+	if r.Isolated && !slices.ContainsFunc(kills, func(k kill) bool { return k.level == 0 }) {
+		kills = append(kills, kill{0, syscall.SIGKILL}) // sure to crash
+		how = append(how, "kill g0 SIGKILL")
+	}
 	gap := r.between(0, 20*time.Millisecond)
 	before := r.between(100*time.Millisecond, 250*time.Millisecond)
 	r.setVariant(fmt.Sprintf("depth %d: %s; gap %s", depth, strings.Join(how, ", "), gap.Round(time.Millisecond)))
@@ -348,7 +353,7 @@ func secondPostmaster(r *Round) error {
 	if err := r.ready(); err != nil {
 		return err
 	}
-	how := r.variant("SIGKILL", "SIGKILL", "SIGQUIT", "pg_ctl stop -m fast")
+	how := r.variantOf([]string{"SIGKILL", "SIGKILL", "SIGQUIT", "pg_ctl stop -m fast"}, "SIGQUIT", "pg_ctl stop -m fast")
 	withPsql := r.rng.IntN(2) == 0
 	if withPsql {
 		r.setVariant("with an orphaned psql of its own")

@@ -202,6 +202,11 @@ func judge(run *runner, rounds []*Round) *Result {
 	for _, r := range rounds {
 		if r.ExpectCrash && linesOf[r] == 0 {
 			row(r.Family.Name).Silent++
+			// Alone, nothing can mask it: the family did not do what it
+			// says (or PostgreSQL behaves otherwise than the family assumes).
+			if r.Isolated && r.HarnessErr == nil {
+				res.HarnessErrors = append(res.HarnessErrors, fmt.Sprintf("%s ran alone and was meant to crash the server, but PostgreSQL logged no crash for it (replay: %s)", r, replay(run.cfg, r.Index)))
+			}
 		}
 	}
 

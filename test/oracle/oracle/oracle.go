@@ -221,8 +221,8 @@ func (run *runner) endInstance(inst *Instance) {
 }
 
 // familyFor is round i's family: the first rounds visit every family once,
-// in an order drawn from the seed, so that a short run covers them all;
-// after that by weight.
+// in an order drawn from the seed, so that a short run covers them all
+// (those rounds are isolated: see Round.Isolated); after that by weight.
 func (run *runner) familyFor(i int, rng *rand.Rand) *Family {
 	fams := run.families
 	if i < len(fams) {
@@ -296,13 +296,14 @@ func (run *runner) playRound(i int, start ClusterStarter) *Round {
 	rng := roundRNG(run.cfg.Seed, i)
 	r := &Round{Index: i, rng: rng, run: run}
 	r.Family = run.familyFor(i, rng)
+	r.Isolated = i < len(run.families)
 	r.dir = filepath.Join(run.scratch, fmt.Sprintf("r%d", i))
 	if err := os.Mkdir(r.dir, 0o755); err != nil {
 		r.HarnessErr = err
 		return r
 	}
 	run.replaceIfExited(start)
-	if r.Family.Exclusive {
+	if r.Family.Exclusive || r.Isolated {
 		run.mu.Lock()
 		defer run.mu.Unlock()
 	} else {
@@ -316,9 +317,7 @@ func (run *runner) playRound(i int, start ClusterStarter) *Round {
 	r.collect()
 	r.End = time.Now()
 	r.release()
-	if err != nil {
-		r.HarnessErr = asHarness(err)
-	}
+	r.HarnessErr = err
 	if r.EndsCluster {
 		// Held for writing: no other round runs.
 		run.endInstance(inst)

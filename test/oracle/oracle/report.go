@@ -27,6 +27,9 @@ func (res *Result) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "family\trounds\tmeant to crash\tmasked\tcrash lines\trecords\tmatched\tprecision\trecall\twrong log\tharness errors\t")
 	for _, s := range res.Stats {
+		if s.Rounds == 0 && s.Lines == 0 && s.Records == 0 {
+			continue // a replay or a subset: the families that did not run
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t%d\t\n", s.Name, s.Rounds, s.ExpectCrash, s.Silent, s.Lines, s.Records, s.Matched,
 			percent(s.Matched, s.Records), percent(s.Matched, s.Lines), s.WrongLog, s.HarnessErrors)
 	}

@@ -2,14 +2,13 @@ package oracle
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -20,7 +19,7 @@ import (
 type Round struct {
 	Index   int
 	Family  *Family
-	Variant string // the family's choices, e.g. "SIGPIPE" or "3 psql, culprit SIGKILL"
+	Variant string // the family's choices, e.g. "SIGPIPE" or "SIGKILL, 3 psqls"
 	// ExpectCrash: the round does something PostgreSQL logs as a crash,
 	// unless the server is already resetting (another round's crash).
 	ExpectCrash bool
@@ -28,19 +27,25 @@ type Round struct {
 	Instance    int // the cluster instance the round ran against
 	Procs       []*Proc
 	// HarnessErr is a failure of the harness (a script that did not run,
-	// a process that never appeared), never of orphanwatch.
+	// a process that never appeared), never of orphanwatch: a family
+	// returns no other error.
 	HarnessErr error
+	// Isolated: the round runs alone and takes a variant sure to crash the
+	// server, so that each family logs a crash (proves something) even
+	// when concurrent resets mask all its other rounds. The first round of
+	// each family is isolated.
+	Isolated bool
 	// EndsCluster: the round shut the server down on purpose.
 	EndsCluster bool
 	// Notes are facts worth showing beside a mismatch.
 	Notes []string
 
+	// A round runs on one goroutine: these need no lock.
 	rng     *rand.Rand
 	cluster Cluster
 	run     *runner
 	dir     string // the round's scratch directory (host path)
-	pidsMu  sync.Mutex
-	pidsOff int64 // how much of the pid file has been read
+	pidsOff int64  // how much of the pid file has been read
 	psql    string
 }
 
@@ -53,11 +58,9 @@ func (r *Round) String() string {
 	return fmt.Sprintf("round %d (%s: %s)", r.Index, r.Family.Name, r.Variant)
 }
 
-// errHarness marks a harness failure inside a family.
-type errHarness struct{ error }
-
+// failf is a harness failure of the round.
 func (r *Round) failf(format string, args ...any) error {
-	return errHarness{fmt.Errorf(format, args...)}
+	return fmt.Errorf(format, args...)
 }
 
 // variant picks one of choices and records it.
@@ -65,6 +68,15 @@ func (r *Round) variant(choices ...string) string {
 	v := choices[r.rng.IntN(len(choices))]
 	r.setVariant(v)
 	return v
+}
+
+// variantOf picks one of choices, except those that may not crash the
+// server when the round is isolated.
+func (r *Round) variantOf(choices []string, mayNotCrash ...string) string {
+	if r.Isolated {
+		choices = slices.DeleteFunc(slices.Clone(choices), func(c string) bool { return slices.Contains(mayNotCrash, c) })
+	}
+	return r.variant(choices...)
 }
 
 func (r *Round) setVariant(v string) {
@@ -106,8 +118,6 @@ func (r *Round) output() string {
 // collect reads the records ow-run appended since the last call and finds
 // each new process's host pid.
 func (r *Round) collect() {
-	r.pidsMu.Lock()
-	defer r.pidsMu.Unlock()
 	data, err := os.ReadFile(filepath.Join(r.dir, "pids"))
 	if err != nil || int64(len(data)) <= r.pidsOff {
 		return
@@ -142,8 +152,6 @@ func (r *Round) collect() {
 // adopt records processes the harness found itself (a second postmaster's
 // children), so that their deaths are attributed to the round.
 func (r *Round) adopt(role string, hostPIDs []int) {
-	r.pidsMu.Lock()
-	defer r.pidsMu.Unlock()
 	for _, pid := range hostPIDs {
 		s, err := readProcStat(pid)
 		if err != nil {
@@ -237,8 +245,6 @@ func (r *Round) signal(p *Proc, sig syscall.Signal) {
 
 // notes are facts about a round worth showing beside a mismatch.
 func (r *Round) note(s string) {
-	r.pidsMu.Lock()
-	defer r.pidsMu.Unlock()
 	r.Notes = append(r.Notes, s)
 }
 
@@ -246,14 +252,6 @@ func (r *Round) release() {
 	for _, p := range r.Procs {
 		p.release()
 	}
-}
-
-func asHarness(err error) error {
-	var h errHarness
-	if errors.As(err, &h) {
-		return h.error
-	}
-	return err
 }
 
 // sigName is "SIGKILL" for 9.
