@@ -34,6 +34,7 @@ func main() {
 	flag.StringVar(&cfg.Cluster, "cluster", "namespace", "kind of cluster")
 	flag.BoolVar(&cfg.Storms, "storms", true, "fork storms on the host and inside the namespace during the rounds")
 	flag.BoolVar(&cfg.Verbose, "v", false, "print every round")
+	flag.StringVar(&cfg.Artifacts, "artifacts", "", "write the PostgreSQL logs, trace's output and the rounds to this directory")
 	flag.Parse()
 	if seed < 0 {
 		seed = rand.Int64N(1 << 53)

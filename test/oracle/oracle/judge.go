@@ -154,7 +154,11 @@ func judge(run *runner, rounds []*Round) *Result {
 		var mine, others []*TraceRecord
 		for i := range records {
 			rec := &records[i]
-			if rec.Postmaster == nil || rec.Postmaster.PID != uint32(inst.PostmasterPID) {
+			ours := rec.Postmaster != nil && rec.Postmaster.PID == uint32(inst.PostmasterPID)
+			// Only PID 1 adopts in the namespace (a second postmaster is
+			// no subreaper): a crash-restart there naming no postmaster,
+			// or another, is wrong all the same.
+			if !ours && (rec.Verdict != "crash-restart" || rec.PidNS != inst.PidNS) {
 				continue
 			}
 			others = append(others, rec)

@@ -37,6 +37,10 @@ type Config struct {
 	Out      io.Writer
 	// TraceArgs are extra arguments for orphanwatch trace.
 	TraceArgs []string
+	// Artifacts, when set, is a directory the run's evidence is written
+	// to: each cluster's PostgreSQL log, trace's records and stderr, and
+	// the rounds with their processes.
+	Artifacts string
 	// Interrupt, when closed, stops handing out rounds: the rounds under
 	// way finish, and the run ends and is judged as usual (Ctrl-C).
 	Interrupt <-chan struct{}
@@ -50,6 +54,7 @@ type Instance struct {
 	Started       time.Time
 	Ended         time.Time
 	Log           string // read before the cluster's files are removed
+	PidNS         uint64 // the inode of its PID namespace
 	cluster       Cluster
 }
 
@@ -147,6 +152,11 @@ func Run(cfg Config) (*Result, error) {
 	if !stoppedCleanly {
 		res.OrphanwatchErrors = append(res.OrphanwatchErrors, "orphanwatch trace did not exit within 10 s of SIGINT (killed)")
 	}
+	if cfg.Artifacts != "" {
+		if err := res.writeArtifacts(cfg.Artifacts, tr.snapshot()); err != nil {
+			return res, fmt.Errorf("writing the artifacts: %w", err)
+		}
+	}
 	return res, nil
 }
 
@@ -189,6 +199,36 @@ func mustBinary() string {
 	return path
 }
 
+// writeArtifacts writes the evidence the run was judged on.
+func (res *Result) writeArtifacts(dir string, records []TraceRecord) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, inst := range res.Instances {
+		name := filepath.Join(dir, fmt.Sprintf("postgres-%d-pid%d.log", inst.Index, inst.PostmasterPID))
+		if err := os.WriteFile(name, []byte(inst.Log), 0o644); err != nil {
+			return err
+		}
+	}
+	var trace strings.Builder
+	for _, r := range records {
+		trace.WriteString(r.Line + "\n")
+	}
+	var rounds strings.Builder
+	for _, r := range res.Rounds {
+		fmt.Fprintf(&rounds, "%s, cluster %d, %s to %s\n", describeRound(r), r.Instance, clock(r.Start), clock(r.End))
+	}
+	var report strings.Builder
+	res.Print(&report)
+	for name, text := range map[string]string{"trace.jsonl": trace.String(), "trace.stderr": res.TraceStderr,
+		"rounds.txt": rounds.String(), "report.txt": report.String()} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // newInstance starts a cluster and waits until orphanwatch has seen its
 // postmaster (a round before that would test the start, not the rules).
 func (run *runner) newInstance(start ClusterStarter) error {
@@ -201,6 +241,7 @@ func (run *runner) newInstance(start ClusterStarter) error {
 	if run.pidNS, err = pidNamespace(c.PostmasterPID()); err != nil {
 		return fmt.Errorf("the postmaster's PID namespace: %w", err)
 	}
+	inst.PidNS = run.pidNS
 	pm := uint32(c.PostmasterPID())
 	if !run.trace.waitFor(15*time.Second, func(r *TraceRecord) bool {
 		return r.Verdict == "postmaster-pid1" && r.Postmaster != nil && r.Postmaster.PID == pm
