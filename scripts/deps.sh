@@ -10,6 +10,7 @@ packages=(
   bpftrace hyperfine          # make bench: the peer detector and timing
   util-linux                  # unshare, nsenter, setpriv, taskset
   gcc libc6-dev               # cc for the fork/exit storm driver (bench/storm)
+  etcd-server                 # etcd for the tests' kube-apiserver (scripts/kube-apiserver.sh)
   docker.io                   # a real Docker Engine (dockerd, containerd, runc, docker-init) for the Docker tests
   debootstrap debian-archive-keyring # their PostgreSQL images, from Debian's packages, signatures checked
 )

@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 # The Docker tests' PostgreSQL images: built once per machine (minutes, side
 # by side), cached outside the repository; as root only, like those tests.
 [ "$(id -u)" -ne 0 ] || make -s pg-images
+# kube-apiserver and kubectl for the tests against a real API server: built
+# from the Go module proxy once (minutes), then cached outside the clone.
+kube=$(./scripts/kube-apiserver.sh)
+echo "== kube-apiserver, kubectl: $kube"
 
 echo "== go vet"
 go vet ./...

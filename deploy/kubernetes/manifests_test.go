@@ -376,18 +376,30 @@ func TestDaemonSetHasTheLeastPrivilegeThatWorks(t *testing.T) {
 	}
 }
 
-func TestClusterRoleGetsListsAndWatchesPodsOnly(t *testing.T) {
+func TestClusterRoleReadsPodsAndPostsEventsOnly(t *testing.T) {
 	ms := manifests(t)
 	role := only[*rbacv1.ClusterRole](t, ms)
-	if len(role.Rules) != 1 {
-		t.Fatalf("ClusterRole has %d rules, want 1: %+v", len(role.Rules), role.Rules)
+	// apiGroup, resource: sorted verbs. apiserver_test.go checks what
+	// the API server makes of them.
+	want := map[[2]string][]string{
+		{"", "pods"}:                {"get", "list", "watch"},
+		{"events.k8s.io", "events"}: {"create", "patch"},
 	}
-	r := role.Rules[0]
-	verbs := slices.Clone(r.Verbs)
-	slices.Sort(verbs)
-	if !slices.Equal(r.APIGroups, []string{""}) || !slices.Equal(r.Resources, []string{"pods"}) ||
-		!slices.Equal(verbs, []string{"get", "list", "watch"}) || len(r.ResourceNames) != 0 || len(r.NonResourceURLs) != 0 {
-		t.Errorf("ClusterRole rule %+v, want get/list/watch on core pods only", r)
+	if len(role.Rules) != len(want) {
+		t.Fatalf("ClusterRole has %d rules, want %d: %+v", len(role.Rules), len(want), role.Rules)
+	}
+	for _, r := range role.Rules {
+		verbs := slices.Clone(r.Verbs)
+		slices.Sort(verbs)
+		if len(r.APIGroups) != 1 || len(r.Resources) != 1 || len(r.ResourceNames) != 0 || len(r.NonResourceURLs) != 0 ||
+			!slices.Equal(verbs, want[[2]string{r.APIGroups[0], r.Resources[0]}]) {
+			t.Errorf("ClusterRole rule %+v, want only get/list/watch on core pods and create/patch on events.k8s.io events", r)
+			continue
+		}
+		delete(want, [2]string{r.APIGroups[0], r.Resources[0]})
+	}
+	if len(want) != 0 {
+		t.Errorf("ClusterRole has no rule for %v", want)
 	}
 	if role.AggregationRule != nil {
 		t.Error("the ClusterRole aggregates others")
