@@ -283,8 +283,8 @@ func TestAgentServiceAccountCanDoExactlyWhatItNeeds(t *testing.T) {
 		}
 	}
 
-	// One question at a time, by impersonation as the brief of a review
-	// would ask them. -A: in every namespace at once (a ClusterRole).
+	// One question at a time, by impersonation, as a reviewer would ask
+	// them. -A: in every namespace at once (a ClusterRole).
 	as := "--as=system:serviceaccount:" + agentNamespace + ":" + agentAccount
 	for _, tc := range []struct {
 		args []string

@@ -194,8 +194,8 @@ func startKubeAPI(bin, etcd string) (k *KubeAPI, err error) {
 			// The kubernetes Service's endpoint would be the advertise
 			// address, which may not be a loopback one: publish none.
 			"--endpoint-reconciler-type=none",
-			// hostPID pods are refused without it; every cluster kubeadm
-			// and the managed offerings set up allows them.
+			// hostPID pods are refused without it; kubeadm and managed
+			// clusters set it.
 			"--allow-privileged=true",
 			// The default admission plugins, as a real cluster runs them
 			// (ServiceAccount included: tests create the service account
