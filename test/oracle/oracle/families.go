@@ -402,7 +402,9 @@ func secondPostmaster(r *Round) error {
 	default:
 		r.signal(pm2, killSignals[how])
 	}
-	return r.waitGone(60 * time.Second)
+	err = r.waitGone(60 * time.Second)
+	os.RemoveAll(data) // 39 MiB a round; its log stays
+	return err
 }
 
 // shutdownCrash: PostgreSQL logs (and acts on) an adoptee's death during a
