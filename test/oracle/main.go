@@ -29,6 +29,7 @@ func main() {
 	flag.Int64Var(&seed, "seed", -1, "seed (negative: a random one, printed)")
 	flag.StringVar(&families, "families", "", "comma-separated families to run (default all): "+names())
 	flag.IntVar(&cfg.Round, "round", -1, "replay only this round of the seed")
+	flag.IntVar(&cfg.From, "from", 0, "the first round: run rounds from..from+rounds-1 of the seed")
 	flag.IntVar(&cfg.Workers, "workers", 3, "rounds run at once against the same cluster")
 	flag.IntVar(&cfg.PG, "pg", 15, "PostgreSQL major version")
 	flag.StringVar(&cfg.Cluster, "cluster", "namespace", "kind of cluster")

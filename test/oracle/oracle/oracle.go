@@ -29,6 +29,7 @@ type Config struct {
 	Seed     uint64
 	Families []string // empty: all
 	Round    int      // >= 0: replay only this round
+	From     int      // the first round's index: rounds From..From+Rounds-1 run
 	Workers  int
 	PG       int    // PostgreSQL major version
 	Cluster  string // a key of Starters
@@ -290,7 +291,7 @@ func (run *runner) playRounds(start ClusterStarter) []*Round {
 		indices = []int{run.cfg.Round}
 	} else {
 		for i := range run.cfg.Rounds {
-			indices = append(indices, i)
+			indices = append(indices, run.cfg.From+i)
 		}
 	}
 	rounds := make([]*Round, len(indices))

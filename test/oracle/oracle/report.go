@@ -11,11 +11,21 @@ import (
 
 // replay is the command that runs round i alone.
 func replay(cfg Config, i int) string {
-	cmd := fmt.Sprintf("go run ./test/oracle -seed %d -round %d", cfg.Seed, i)
-	if len(cfg.Families) > 0 {
-		cmd += " -families " + strings.Join(cfg.Families, ",")
+	return fmt.Sprintf("go run ./test/oracle -seed %d -round %d%s", cfg.Seed, i, familiesFlag(cfg))
+}
+
+// replayAround runs round i with the rounds that ran beside it, on as many
+// workers: a miss that needs a concurrent reset may need them.
+func replayAround(cfg Config, i int) string {
+	from := max(0, i-cfg.Workers)
+	return fmt.Sprintf("go run ./test/oracle -seed %d -from %d -rounds %d -workers %d%s", cfg.Seed, from, i-from+cfg.Workers+1, cfg.Workers, familiesFlag(cfg))
+}
+
+func familiesFlag(cfg Config) string {
+	if len(cfg.Families) == 0 {
+		return ""
 	}
-	return cmd
+	return " -families " + strings.Join(cfg.Families, ",")
 }
 
 // Print writes the table, every mismatch with its context, orphanwatch's
@@ -58,6 +68,9 @@ func (res *Result) Print(w io.Writer) {
 				fmt.Fprintf(w, "    note: %s\n", n)
 			}
 			fmt.Fprintf(w, "    replay: %s\n", replay(res.Config, m.Round.Index))
+			if res.Config.Workers > 1 {
+				fmt.Fprintf(w, "    with its neighbours: %s\n", replayAround(res.Config, m.Round.Index))
+			}
 		} else {
 			fmt.Fprintf(w, "  no round started this pid at that time (a storm's or the harness's process?)\n")
 		}
