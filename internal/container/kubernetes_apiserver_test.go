@@ -160,14 +160,16 @@ func TestKubernetesNamerAgainstAPIServer(t *testing.T) {
 	}{
 		{"containerd container by id", container.Ref{Runtime: container.RuntimeContainerd, ID: pgID, PodUID: string(pg0.UID)}, pg0Names},
 		{"init container", container.Ref{ID: initID}, container.Names{Namespace: ns, Pod: "pg-0", Container: "init-chmod"}},
-		{"another node's pod", container.Ref{ID: otherID, PodUID: string(pg1.UID)}, container.Names{}},
 		{"docker container of a static pod", container.Ref{ID: staticID}, container.Names{Namespace: ns, Pod: "pg-static-" + node, Container: "postgres"}},
 		{"static pod by its cgroup's UID (the mirror annotation)", container.Ref{ID: addedID, PodUID: static}, container.Names{Namespace: ns, Pod: "pg-static-" + node}},
 		{"a pod without statuses yet, by UID", container.Ref{ID: addedID, PodUID: string(pending.UID)}, container.Names{Namespace: ns, Pod: "pg-pending"}},
+		// Last: the listed pods above are known by now.
+		{"another node's pod", container.Ref{ID: otherID, PodUID: string(pg1.UID)}, container.Names{}},
 	} {
-		if got := namer.Names(tc.ref); got != tc.want {
-			t.Errorf("%s: Names(%+v) = %+v, want %+v", tc.why, tc.ref, got, tc.want)
-		}
+		// Eventually, not at once: the constructor returns when the
+		// informer has synced, which does not wait for its event handlers
+		// to have run (informer.HasSynced, not the handler registration's).
+		eventually(t, namer, tc.ref, tc.want, tc.why)
 	}
 
 	// A pod bound after the start: first by UID, then, once the kubelet
