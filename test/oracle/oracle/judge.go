@@ -158,7 +158,10 @@ func judge(run *runner, rounds []*Round) *Result {
 			// Only PID 1 adopts in the namespace (a second postmaster is
 			// no subreaper): a crash-restart there naming no postmaster,
 			// or another, is wrong all the same.
-			if !ours && (rec.Verdict != "crash-restart" || rec.PidNS != inst.PidNS) {
+			// The kernel reuses a dead namespace's inode number: only
+			// records of the instance's lifetime are in its namespace.
+			inLife := !rec.Time.Before(inst.Started) && (inst.Ended.IsZero() || !rec.Time.After(inst.Ended))
+			if !ours && (rec.Verdict != "crash-restart" || rec.PidNS != inst.PidNS || !inLife) {
 				continue
 			}
 			others = append(others, rec)
