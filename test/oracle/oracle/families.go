@@ -150,7 +150,7 @@ func pty(r *Round) error {
 	// makes it ow-run, then sh running the pipeline. psql sleeps, then
 	// writes much more than the pty holds, so the hang-up finds it writing.
 	pause := r.between(100*time.Millisecond, time.Second).Seconds()
-	session := fmt.Sprintf(`exec $RUN session sh -c '$RUN psql $PSQL -c "select pg_sleep(%.3f)" -c "select generate_series(1,2000000)" | $RUN cat cat'`, pause)
+	session := fmt.Sprintf(`exec $RUN session sh -c '$RUN psql $PSQL -c "select pg_sleep(%.3f)" -c "select generate_series(1,300000)" | $RUN cat cat'`, pause)
 	if err := r.launch(fmt.Sprintf(`$RUN script script -qec %s /dev/null >/dev/null & exit`, shellQuote(session))); err != nil {
 		return err
 	}
