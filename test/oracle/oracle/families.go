@@ -147,10 +147,12 @@ func pty(r *Round) error {
 	// only SIGKILL is sure to leave an adoptee dying of a signal.
 	r.ExpectCrash = sigName == "SIGKILL"
 	// The session leader is the shell script(1) starts ($SHELL -c); exec
-	// makes it ow-run, then sh running the pipeline. psql sleeps, then
-	// writes much more than the pty holds, so the hang-up finds it writing.
+	// makes it ow-run, then sh running the pipeline. psql sleeps, writes
+	// much more than the pty holds, then sleeps again: the hang-up finds it
+	// sleeping or writing, never gone (a session that ended by itself
+	// would leave script to exit 0).
 	pause := r.between(100*time.Millisecond, time.Second).Seconds()
-	session := fmt.Sprintf(`exec $RUN session sh -c '$RUN psql $PSQL -c "select pg_sleep(%.3f)" -c "select generate_series(1,300000)" | $RUN cat cat'`, pause)
+	session := fmt.Sprintf(`exec $RUN session sh -c '$RUN psql $PSQL -c "select pg_sleep(%.3f)" -c "select generate_series(1,300000)" -c "select pg_sleep(60)" | $RUN cat cat'`, pause)
 	if err := r.launch(fmt.Sprintf(`$RUN script script -qec %s /dev/null >/dev/null & exit`, shellQuote(session))); err != nil {
 		return err
 	}

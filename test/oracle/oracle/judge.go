@@ -154,14 +154,17 @@ func judge(run *runner, rounds []*Round) *Result {
 		var mine, others []*TraceRecord
 		for i := range records {
 			rec := &records[i]
+			// The kernel reuses pids (the host's wrap every few seconds
+			// under the storms) and a dead namespace's inode number: only
+			// records of the instance's lifetime can be about it.
+			if rec.Time.Before(inst.Started) || (!inst.Ended.IsZero() && rec.Time.After(inst.Ended)) {
+				continue
+			}
 			ours := rec.Postmaster != nil && rec.Postmaster.PID == uint32(inst.PostmasterPID)
 			// Only PID 1 adopts in the namespace (a second postmaster is
 			// no subreaper): a crash-restart there naming no postmaster,
 			// or another, is wrong all the same.
-			// The kernel reuses a dead namespace's inode number: only
-			// records of the instance's lifetime are in its namespace.
-			inLife := !rec.Time.Before(inst.Started) && (inst.Ended.IsZero() || !rec.Time.After(inst.Ended))
-			if !ours && (rec.Verdict != "crash-restart" || rec.PidNS != inst.PidNS || !inLife) {
+			if !ours && (rec.Verdict != "crash-restart" || rec.PidNS != inst.PidNS) {
 				continue
 			}
 			others = append(others, rec)

@@ -233,11 +233,12 @@ func (res *Result) writeArtifacts(dir string, records []TraceRecord) error {
 // newInstance starts a cluster and waits until orphanwatch has seen its
 // postmaster (a round before that would test the start, not the rules).
 func (run *runner) newInstance(start ClusterStarter) error {
+	began := time.Now() // its lifetime includes its start
 	c, err := start(run.cfg.PG, run.scratch)
 	if err != nil {
 		return fmt.Errorf("starting PostgreSQL %d: %w", run.cfg.PG, err)
 	}
-	inst := &Instance{Index: len(run.instances), PostmasterPID: c.PostmasterPID(), Started: time.Now(), cluster: c}
+	inst := &Instance{Index: len(run.instances), PostmasterPID: c.PostmasterPID(), Started: began, cluster: c}
 	run.instances = append(run.instances, inst)
 	if run.pidNS, err = pidNamespace(c.PostmasterPID()); err != nil {
 		return fmt.Errorf("the postmaster's PID namespace: %w", err)
