@@ -289,6 +289,9 @@ func grandchildren(r *Round) error {
 				how = append(how, fmt.Sprintf("g%d exits with the child's status", i))
 			case "early":
 				code := r.rng.IntN(4)
+				if r.Isolated && i == 0 {
+					code = 2 + code%2 // it may be gone before the kill: sure to crash all the same
+				}
 				text = child + fmt.Sprintf("sleep %.3f\nexit %d\n", r.between(0, 400*time.Millisecond).Seconds(), code)
 				how = append(how, fmt.Sprintf("g%d exits %d before its child", i, code))
 				topCrashes = i == 0 && code >= 2
@@ -316,9 +319,12 @@ func grandchildren(r *Round) error {
 		kills = append(kills, kill{level, sig})
 		how = append(how, fmt.Sprintf("kill g%d %s", level, sigName(sig)))
 	}
-	if r.Isolated && !slices.ContainsFunc(kills, func(k kill) bool { return k.level == 0 }) {
-		kills = append(kills, kill{0, syscall.SIGKILL}) // sure to crash
-		how = append(how, "kill g0 SIGKILL")
+	if r.Isolated {
+		// Sure to crash: g0 is killed first, before a child's death can
+		// let it exit 0.
+		kills = slices.DeleteFunc(kills, func(k kill) bool { return k.level == 0 })
+		kills = append([]kill{{0, syscall.SIGKILL}}, kills...)
+		how = append(how, "kill g0 SIGKILL first")
 	}
 	gap := r.between(0, 20*time.Millisecond)
 	before := r.between(100*time.Millisecond, 250*time.Millisecond)
