@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -118,7 +119,9 @@ func MainWithKubeAPI(m *testing.M) {
 }
 
 func startKubeAPI(bin, etcd string) (k *KubeAPI, err error) {
-	dir, err := os.MkdirTemp("", "orphanwatch-kube-")
+	removeStale(os.TempDir(), "orphanwatch-kube-")
+	removeStale("/dev/shm", "orphanwatch-etcd-")
+	dir, err := os.MkdirTemp("", fmt.Sprintf("orphanwatch-kube-%d-", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +140,7 @@ func startKubeAPI(bin, etcd string) (k *KubeAPI, err error) {
 	// etcd fsyncs every write (3.4 has no --unsafe-no-fsync): in memory,
 	// where there is a tmpfs, so that a busy disk does not slow the tests.
 	etcdData := filepath.Join(dir, "etcd")
-	if shm, err := os.MkdirTemp("/dev/shm", "orphanwatch-etcd-"); err == nil {
+	if shm, err := os.MkdirTemp("/dev/shm", fmt.Sprintf("orphanwatch-etcd-%d-", os.Getpid())); err == nil {
 		etcdData = shm
 		k.etcdData = shm
 	}
@@ -395,6 +398,21 @@ func (k *KubeAPI) stop() {
 	os.RemoveAll(k.Dir)
 	if k.etcdData != "" {
 		os.RemoveAll(k.etcdData)
+	}
+}
+
+// removeStale removes the directories <prefix><pid>-* in parent of test
+// processes that are gone: one that panicked or timed out never reached
+// MainWithKubeAPI (its servers died with it, by Pdeathsig), and etcd's
+// 64 MiB write-ahead log would stay in memory on /dev/shm.
+func removeStale(parent, prefix string) {
+	dirs, _ := filepath.Glob(filepath.Join(parent, prefix+"*-*"))
+	for _, dir := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(dir), prefix), "-")
+		n, err := strconv.Atoi(pid)
+		if err == nil && n > 0 && syscall.Kill(n, 0) == syscall.ESRCH {
+			os.RemoveAll(dir)
+		}
 	}
 }
 
