@@ -34,6 +34,19 @@ enum event_flag {
 	EVENT_ADOPTED = 1 << 2,         /* parent at death is not the parent at birth */
 	EVENT_REAPER_GUESSED = 1 << 3,  /* adoption: subreaper walk hit its bound */
 	EVENT_CGROUP_V1 = 1 << 4,       /* cgroup is the v1 memory controller's, not v2 */
+	EVENT_PARENT_EXITING = 1 << 5,  /* exit: its parent was dying too; parent is the reaper it goes to */
+	EVENT_DEAD = 1 << 6,            /* adoption: the orphan is dead or dying; exit_status is final */
+	/* exit or dead adoption: its father, dying too, is a child of the same
+	 * new parent and dies of a crash status (previous is the father) */
+	EVENT_FATHER_CRASHED = 1 << 7,
+};
+
+/* watch.flags: a watched postmaster's state */
+enum watch_flag {
+	/* From a crash (a child dying of a crash status, or its SIGQUIT
+	 * fan-out) until user space sees recovery end: its children's clean
+	 * exits matter then, as its startup process's ends the reset. */
+	WATCH_RESETTING = 1 << 0,
 };
 
 /* birth.flags */
@@ -55,6 +68,7 @@ enum signal_flag {
 /* oom_info.flags */
 enum oom_flag {
 	OOM_MEMCG = 1 << 0, /* a memory cgroup was at its limit: the OOM was that cgroup's */
+	OOM_GROUP = 1 << 1, /* memory.oom.group is set above the victim: its whole cgroup is killed */
 };
 
 enum counter {
@@ -72,6 +86,14 @@ struct proc_key {
 	__u32 tgid;
 	__u32 _pad;
 	__u64 start_ns;
+};
+
+/* A watched postmaster (the watched map's value). */
+struct watch {
+	__u64 start_ticks; /* its start in /proc ticks: a recycled pid is not it */
+	__u64 reset_at_ns; /* boot ns WATCH_RESETTING was last set */
+	__u32 flags;       /* enum watch_flag */
+	__u32 _pad;
 };
 
 /* A process as seen at one moment. */
@@ -151,7 +173,7 @@ struct event {
 	__u32 _pad;
 	struct task_ref task;     /* the process the event is about */
 	struct task_ref parent;   /* exit: parent at death; adoption: new parent; signal: sender */
-	struct task_ref previous; /* adoption: the parent that died */
+	struct task_ref previous; /* adoption, and exit with EVENT_PARENT_EXITING: the parent that died */
 	struct cgroup_ref cgroup;
 	struct signal_info signal;
 	struct oom_info oom;
@@ -167,5 +189,7 @@ struct btf_exports {
 	enum birth_flag birth_flag;
 	enum signal_flag signal_flag;
 	enum oom_flag oom_flag;
+	enum watch_flag watch_flag;
+	struct watch watch;
 	enum counter counter;
 };

@@ -15,6 +15,7 @@
 
 #include "events.h"
 #include "maps.h"
+#include "postgres.h"
 #include "task.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -62,8 +63,8 @@ static __always_inline bool births_matter(struct task_struct *t)
 	struct pid_namespace *ns = read_ns(t, &scratch);
 	if (!ns)
 		return false;
-	__u32 init = BPF_CORE_READ(ns, child_reaper, tgid);
-	return bpf_map_lookup_elem(&watched, &init) != 0;
+	struct task_struct *init = BPF_CORE_READ(ns, child_reaper);
+	return watch_of(BPF_CORE_READ(init, tgid), process_start_ns(init)) != 0;
 }
 
 /* A fork of a process (not a thread): where births matter, remember who its
@@ -109,15 +110,6 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-/* Whether a comm is "postgres" or "postmaster": two loads and compares. */
-static __always_inline bool comm_is_postgres(const char *comm)
-{
-	__u64 head = *(__u64 *)comm;
-	__u64 tail = *(__u64 *)(comm + 8);
-	return (head == *(__u64 *)"postgres" && (tail & 0xff) == 0) ||
-	       (head == *(__u64 *)"postmast" && (tail & 0xffffff) == ('e' | 'r' << 8));
-}
-
 /* Executing a new program: remember the program and the start of its argv
  * (the environment that follows argv is never read). Starts of postgres
  * binaries go to user space, which decides whether it is a postmaster. */
@@ -142,7 +134,7 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	}
 	bpf_map_update_elem(&execs, &key, &x, BPF_ANY);
 
-	if (!comm_is_postgres(task->comm)) /* cheap enough for every exec */
+	if (!comm_is_server(task->comm)) /* cheap enough for every exec */
 		return 0;
 
 	struct event *e = reserve_event(EVENT_EXEC);
@@ -219,6 +211,35 @@ static __always_inline struct task_struct *predict_reaper(struct task_struct *fa
 	return reaper;
 }
 
+/* Where the children of a dying process go when no thread of it is left to
+ * take them (the nearest live subreaper, else the namespace's init), or 0
+ * when its namespace is being killed with it. */
+static __always_inline struct task_struct *reaper_after(struct task_struct *father, __u32 *event_flags)
+{
+	struct task_ref scratch = {};
+	struct pid_namespace *ns = read_ns(father, &scratch);
+	if (!ns)
+		return 0;
+	return predict_reaper(father, ns, event_flags);
+}
+
+/* Whether a process is watched as a postmaster. */
+static __always_inline bool is_watched(struct task_struct *t)
+{
+	return watch_of(BPF_CORE_READ(t, tgid), process_start_ns(t)) != 0;
+}
+
+/* Whether a dying father is a child of the reaper its orphans go to, and
+ * dies of a crash status: then its death and an orphan's reach the reaper
+ * together (exit_notify() hands the orphans over and makes the father a
+ * zombie under one lock), and the reaper, which reaps in the order of its
+ * children list, reaps the father first. User space orders them so. */
+static __always_inline bool father_crashed_under(struct task_struct *father, struct task_struct *reaper)
+{
+	return BPF_CORE_READ(father, real_parent, tgid) == BPF_CORE_READ(reaper, tgid) &&
+	       status_crashes(exit_status_of(father));
+}
+
 enum handover {
 	HANDOVER_NONE = 0,  /* the orphan leaves the process now: just report it */
 	HANDOVER_FINAL = 1, /* it leaves now, unless an earlier thread reported it */
@@ -233,10 +254,9 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, _
 	struct task_struct *child = (struct task_struct *)child_addr;
 	struct task_struct *reaper = (struct task_struct *)reaper_addr;
 	struct task_struct *father = BPF_CORE_READ(child, real_parent);
+	struct proc_key key = { .tgid = BPF_CORE_READ(child, tgid), .start_ns = process_start_ns(child) };
 
 	if (handover != HANDOVER_NONE) {
-		struct proc_key key = { .tgid = BPF_CORE_READ(child, tgid),
-					.start_ns = process_start_ns(child) };
 		__u32 dying = BPF_CORE_READ(father, tgid);
 		__u32 *by = bpf_map_lookup_elem(&handed, &key);
 		if (by && *by == dying) {
@@ -248,6 +268,16 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, _
 			bpf_map_update_elem(&handed, &key, &dying, BPF_ANY);
 	}
 
+	/* A dead or dying orphan (every thread past do_exit's decrement of
+	 * signal->live; a leader that called pthread_exit while other threads
+	 * run is not) goes to its new parent with a final status, which that
+	 * parent reaps as if it had died in its care. Its own exit may have been
+	 * traced while this father still looked alive, so it is reported here,
+	 * unless its exit program already claimed it. */
+	bool dead = BPF_CORE_READ(child, signal, live.counter) == 0;
+	if (dead && !claim_death(&key))
+		return 0;
+
 	struct event *e = reserve_event(EVENT_ADOPTION);
 	if (!e)
 		return 0;
@@ -256,11 +286,12 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, _
 	read_task_ref(reaper, &e->parent);
 	read_task_ref(father, &e->previous);
 	read_cgroup(child, e);
-	/* An unreaped zombie is handed over too: the new parent will reap it and
-	 * see this status, as if the orphan had died in its care. */
-	if (e->task.flags & TASK_ZOMBIE)
+	if (dead) {
+		e->flags |= EVENT_DEAD;
 		e->exit_status = exit_status_of(child);
-	struct proc_key key = { .tgid = e->task.tgid, .start_ns = e->task.start_ns };
+		if (father_crashed_under(father, reaper))
+			e->flags |= EVENT_FATHER_CRASHED;
+	}
 	read_history(&key, bpf_map_lookup_elem(&births, &key), e);
 	if (!(e->birth.fork.flags & BIRTH_FORKED))
 		walk_ancestry(father, &e->birth.fork); /* the dying father is its parent */
@@ -276,12 +307,12 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, _
  * group exit (SIGNAL_GROUP_EXIT) every thread is about to set PF_EXITING and
  * the children leave the process whichever thread hands them out: they are
  * reported now, and the handed map keeps a sibling that still takes them
- * over from reporting them again. */
+ * over from reporting them again. By default only adoptions by a watched
+ * postmaster are reported: no other new parent crash-restarts anything. */
 static __always_inline void report_orphans(struct task_struct *father)
 {
 	/* Orphans of a host process with no subreaper above it go to the host's
-	 * init: routine (daemons detach that way) and never flagged, so decided
-	 * before the threads and the namespace are read. */
+	 * init: decided before the threads and the namespace are read. */
 	struct signal_struct *sig = father->signal;
 	if (!stream_all && father->thread_pid->level == 0 &&
 	    !BPF_CORE_READ_BITFIELD(sig, has_child_subreaper))
@@ -294,17 +325,11 @@ static __always_inline void report_orphans(struct task_struct *father)
 	else if (live)
 		return; /* a live thread takes them: nobody is adopted */
 
-	struct task_ref scratch = {};
-	struct pid_namespace *ns = read_ns(father, &scratch);
-	if (!ns)
-		return;
 	__u32 flags = 0;
-	struct task_struct *reaper = predict_reaper(father, ns, &flags);
+	struct task_struct *reaper = reaper_after(father, &flags);
 	if (!reaper)
 		return; /* the namespace is being killed */
-	/* The same for a host process whose subreapers are all gone. */
-	if (!stream_all && scratch.ns_level == 0 && !(flags & EVENT_REAPER_GUESSED) &&
-	    reaper == BPF_CORE_READ(ns, child_reaper))
+	if (!stream_all && !is_watched(reaper))
 		return;
 
 	/* Read as numbers: the first child's prev link is the list head. */
@@ -331,8 +356,9 @@ static __always_inline void report_orphans(struct task_struct *father)
 
 /* Every exiting thread, and the process exit when group_dead. Like fork, this
  * runs for every thread on the host: typed pointers are read directly, and
- * maps are touched only when the process can have entries. */
-static __always_inline int thread_exit(struct task_struct *task, bool group_dead)
+ * maps are touched only when the process can have entries. claim: two
+ * threads may both take themselves for the last (before 6.16). */
+static __always_inline int thread_exit(struct task_struct *task, bool group_dead, bool claim)
 {
 	/* One load for the common case of no children. */
 	if (task->children.next != &task->children)
@@ -353,47 +379,67 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 	/* The wait(2) status: see exit_status_of. */
 	struct signal_struct *sig = task->signal;
 	__u32 status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code : task->exit_code;
-	struct task_struct *parent = task->real_parent;
+	struct task_struct *father = task->real_parent;
+	struct task_struct *parent = father;
+	__u32 event_flags = 0;
+	/* The parent as typed loads read it: its tgid, start and comm. */
 	__u32 parent_tgid = parent->tgid;
-	bool adopted = birth && birth->ancestry[0].tgid != parent_tgid; /* only fork writes births */
-	bool send = stream_all || adopted;
-	if (!send) {
-		/* Postmasters, and children of postmasters that are not plain
-		 * backend exits: abnormal ones, and where a record should say whether
-		 * it was adopted but none does (older than the agent, or evicted).
-		 * The map is asked only when a comm says postgres; the start time
-		 * check is left to user space. */
-		bool abnormal = (status & 0x7f) || ((status >> 8) & 0xff) >= 2;
-		__u32 tgid = task->tgid;
-		if (comm_is_postgres(task->group_leader->comm) && bpf_map_lookup_elem(&watched, &tgid))
-			send = true;
-		else if (comm_is_postgres(parent->group_leader->comm) && bpf_map_lookup_elem(&watched, &parent_tgid))
-			send = abnormal || (recorded && !birth);
-	}
-	if (!send) {
-		/* Anything whose parent is a container's init or a subreaper. */
-		struct signal_struct *psig = parent->signal;
-		if (BPF_CORE_READ_BITFIELD(psig, is_child_subreaper))
-			send = true;
-		else if (parent->thread_pid->level > 0) {
-			struct task_ref scratch = {};
-			struct pid_namespace *ns = read_ns(parent, &scratch);
-			send = ns && BPF_CORE_READ(ns, child_reaper, tgid) == parent_tgid;
+	__u64 parent_start = parent->group_leader->start_boottime;
+	__u64 parent_comm[2] = { *(__u64 *)&parent->group_leader->comm[0], *(__u64 *)&parent->group_leader->comm[8] };
+	/* Its parent is dying too (a process group killed at once): until the
+	 * parent's exit_notify() it still reads as the parent, but this process,
+	 * or its zombie, goes to the reaper find_new_reaper() picks, which is
+	 * who sees this death. One load when the parent is not exiting. */
+	if ((parent->flags & PF_EXITING) && !has_live_thread(parent)) {
+		struct task_struct *reaper = reaper_after(parent, &event_flags);
+		if (reaper) {
+			parent = reaper; /* read with BPF_CORE_READ from here on */
+			parent_tgid = BPF_CORE_READ(reaper, tgid);
+			parent_start = process_start_ns(reaper);
+			BPF_CORE_READ_INTO(&parent_comm, reaper, group_leader, comm);
+			event_flags |= EVENT_PARENT_EXITING;
+			if (father_crashed_under(father, reaper))
+				event_flags |= EVENT_FATHER_CRASHED;
+			claim = true; /* the parent's own exit may report this death */
 		}
 	}
+	bool adopted = birth && birth->ancestry[0].tgid != parent_tgid; /* only fork writes births */
+	bool send = stream_all || adopted;
+	struct watch *parent_watch = 0;
+	if (!send) {
+		/* Postmasters, and children of postmasters that are not plain
+		 * backend exits: crashes, every exit while it resets (its startup
+		 * process ends the reset), and where a record should say whether it
+		 * was adopted but none does (older than the agent, or evicted). The
+		 * map is asked only when a comm says postgres. */
+		if (comm_is_server(task->group_leader->comm) && watch_of(key.tgid, key.start_ns))
+			send = true;
+		else if (comm_is_server((const char *)parent_comm) && (parent_watch = watch_of(parent_tgid, parent_start)))
+			send = status_crashes(status) || (recorded && !birth) ||
+			       (parent_watch->flags & WATCH_RESETTING);
+	}
+	if (parent_watch && status_crashes(status))
+		begin_reset(parent_watch);
+	/* A death the dying parent's walk may also report, or that a watched
+	 * postmaster will reap, is claimed: whoever claims first reports it. */
+	if (send && (claim || adopted || parent_watch) && !claim_death(&key))
+		send = false;
 
 	if (send) {
 		struct event *e = reserve_event(EVENT_EXIT);
 		if (e) {
 			e->exit_status = status;
+			e->flags |= event_flags;
 			if (adopted)
 				e->flags |= EVENT_ADOPTED;
 			read_task_ref(task, &e->task);
 			read_task_ref(parent, &e->parent);
+			if (event_flags & EVENT_PARENT_EXITING)
+				read_task_ref(father, &e->previous);
 			read_cgroup(task, e);
 			read_history(&key, birth, e);
 			if (!(e->birth.fork.flags & BIRTH_FORKED))
-				walk_ancestry(parent, &e->birth.fork); /* not adopted: its parent is its own */
+				walk_ancestry(father, &e->birth.fork); /* not adopted: its parent is its own */
 			submit_event(e);
 		}
 	}
@@ -416,15 +462,15 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 {
-	return thread_exit(task, group_dead);
+	return thread_exit(task, group_dead, false);
 }
 
 /* Before 6.16 the tracepoint passes only the task. do_exit() has
  * decremented signal->live before it, so zero means the last thread; but
  * the threads of a group exit decrement concurrently, and two of them can
- * both read zero here: then the exit is reported twice. */
+ * both read zero here: the deaths map lets only one report the exit. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit_live, struct task_struct *task)
 {
-	return thread_exit(task, task->signal->live.counter == 0);
+	return thread_exit(task, task->signal->live.counter == 0, true);
 }

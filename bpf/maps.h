@@ -30,14 +30,25 @@ struct {
 	__type(value, struct exec_record);
 } execs SEC(".maps");
 
-/* Postmasters, written by user space: tgid -> start time of that postmaster
- * in /proc ticks, so a recycled pid is not mistaken for it. */
+/* Postmasters, written by user space: tgid -> its start time in /proc
+ * ticks (so a recycled pid is not mistaken for it) and what user space knows
+ * of its state. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct watch);
 } watched SEC(".maps");
+
+/* Deaths already reported, for the few cases where two programs (or two
+ * threads) can each see the same death: a process and its parent dying at
+ * once, and group exits before Linux 6.16. Whoever inserts first reports. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct proc_key);
+	__type(value, __u32);
+} deaths SEC(".maps");
 
 /* The last terminating signal sent to each process (signal_generate), joined
  * to its exit. */
@@ -47,6 +58,39 @@ struct {
 	__type(key, struct proc_key);
 	__type(value, struct signal_info);
 } signals SEC(".maps");
+
+/* /proc/<pid>/stat reports start times in USER_HZ ticks (100 on x86 and
+ * arm64); user space knows processes that predate it only that precisely. */
+#define NSEC_PER_TICK 10000000ULL
+
+/* The watch on a process, if it is a watched postmaster: its pid and its
+ * start (boot ns) both match. */
+static __always_inline struct watch *watch_of(__u32 tgid, __u64 start_ns)
+{
+	struct watch *w = bpf_map_lookup_elem(&watched, &tgid);
+	if (w && w->start_ticks != start_ns / NSEC_PER_TICK)
+		return 0;
+	return w;
+}
+
+/* A crash begins a postmaster's reset, flagged here, in the kernel, so that
+ * no clean exit slips through before user space hears of the crash. User
+ * space clears the flag when it sees recovery end, unless reset_at_ns says
+ * a new reset began after that. */
+static __always_inline void begin_reset(struct watch *w)
+{
+	if (w->flags & WATCH_RESETTING)
+		return;
+	w->reset_at_ns = bpf_ktime_get_boot_ns();
+	w->flags |= WATCH_RESETTING; /* racing CPUs set the same bit */
+}
+
+/* Claims the report of a death: true for the first caller only. */
+static __always_inline bool claim_death(struct proc_key *key)
+{
+	__u32 one = 1;
+	return bpf_map_update_elem(&deaths, key, &one, BPF_NOEXIST) == 0;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -48,6 +48,32 @@ static __always_inline bool memcg_at_limit(struct task_struct *victim)
 	return false;
 }
 
+/* Whether memory.oom.group (cgroup v2, since 4.19) is set on the victim's
+ * memory cgroup or an ancestor: then the OOM killer kills every process of
+ * that cgroup, not only the victim (mem_cgroup_get_oom_group), except those
+ * at oom_score_adj -1000. Kubernetes sets it on every container since 1.28.
+ * On cgroup v1 it cannot be set and reads false. */
+static __always_inline bool memcg_oom_group(struct task_struct *victim)
+{
+	if (!bpf_core_field_exists(struct mem_cgroup, oom_group) ||
+	    !bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return false;
+	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct css_set *cset = BPF_CORE_READ(victim, cgroups);
+	struct cgroup_subsys_state *css = 0;
+	if (id < 0 || id >= CGROUP_SUBSYS_COUNT)
+		return false;
+	bpf_probe_read_kernel(&css, sizeof(css), &cset->subsys[id]);
+	__u64 css_off = bpf_core_field_offset(struct mem_cgroup, css);
+	for (int i = 0; i < MEMCG_DEPTH && css; i++) {
+		struct mem_cgroup *memcg = (void *)css - css_off;
+		if (BPF_CORE_READ(memcg, oom_group))
+			return true;
+		css = BPF_CORE_READ(css, parent);
+	}
+	return false;
+}
+
 /* mm->rss_stat became percpu_counters in 6.2; before, atomic counters. */
 struct mm_rss_stat___old {
 	atomic_long_t count[4];
@@ -92,6 +118,8 @@ int BPF_PROG(handle_mark_victim, struct task_struct *victim)
 	e->oom.oom_score_adj = BPF_CORE_READ(victim, signal, oom_score_adj);
 	if (memcg_at_limit(victim))
 		e->oom.flags |= OOM_MEMCG;
+	if (memcg_oom_group(victim))
+		e->oom.flags |= OOM_GROUP;
 	struct proc_key key = { .tgid = e->task.tgid, .start_ns = e->task.start_ns };
 	read_history(&key, bpf_map_lookup_elem(&births, &key), e);
 	bpf_ringbuf_submit(e, 0);

@@ -88,15 +88,22 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 
 	if (!shutdown_signal(sig))
 		return 0;
-	if (!bpf_map_lookup_elem(&watched, &s.sender_tgid) && !bpf_map_lookup_elem(&watched, &target))
+	struct watch *by = watch_of(s.sender_tgid, BPF_CORE_READ(sender, group_leader, start_boottime));
+	if (!by && !watch_of(target, key.start_ns))
 		return 0;
+	/* A postmaster signals each child and then its process group: this
+	 * tells its own children from their descendants. */
+	bool to_child = task->real_parent->tgid == s.sender_tgid;
+	/* Its SIGQUIT (SIGABRT with send_abort_for_crash) to its children is a
+	 * crash's fan-out, or an immediate shutdown's: either way, clean exits
+	 * and reaps matter from now on. */
+	if (by && to_child && (sig == SIGQUIT || sig == SIGABRT))
+		begin_reset(by);
 	struct event *e = reserve_event(EVENT_SIGNAL);
 	if (!e)
 		return 0;
 	e->signal = s;
-	/* A postmaster signals each child and then its process group: this
-	 * tells its own children from their descendants. */
-	if (task->real_parent->tgid == s.sender_tgid)
+	if (to_child)
 		e->signal.flags |= SIGNAL_TO_CHILD;
 	e->flags |= EVENT_HAS_SIGNAL;
 	read_task_ref(task, &e->task);

@@ -10,9 +10,6 @@
 
 #define SIGNAL_GROUP_EXIT 0x00000004 /* include/linux/sched/signal.h, stable since 2.6 */
 #define MAX_PID_NS_LEVEL 32
-/* /proc/<pid>/stat reports start times in USER_HZ ticks (100 on x86 and
- * arm64); user space knows processes that predate it only that precisely. */
-#define NSEC_PER_TICK 10000000ULL
 
 /* kernfs_node.parent was renamed __parent in 6.15 (RCU-protected). */
 struct kernfs_node___new {
@@ -79,8 +76,7 @@ static __always_inline void read_task_ref(struct task_struct *t, struct task_ref
 	sig = BPF_CORE_READ(t, signal);
 	if (BPF_CORE_READ_BITFIELD_PROBED(sig, is_child_subreaper))
 		ref->flags |= TASK_SUBREAPER;
-	__u64 *watched_ticks = bpf_map_lookup_elem(&watched, &ref->tgid);
-	if (watched_ticks && *watched_ticks == start / NSEC_PER_TICK)
+	if (watch_of(ref->tgid, start))
 		ref->flags |= TASK_WATCHED;
 	if (BPF_CORE_READ(t, exit_state))
 		ref->flags |= TASK_ZOMBIE;

@@ -19,9 +19,7 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/agent"
 	"github.com/orphanwatch/orphanwatch/internal/audit"
 	"github.com/orphanwatch/orphanwatch/internal/exporter"
-	"github.com/orphanwatch/orphanwatch/internal/lineage"
-	"github.com/orphanwatch/orphanwatch/internal/probe"
-	"github.com/orphanwatch/orphanwatch/internal/procfs"
+	"github.com/orphanwatch/orphanwatch/internal/pipeline"
 	"github.com/orphanwatch/orphanwatch/internal/report"
 	"github.com/orphanwatch/orphanwatch/internal/version"
 )
@@ -140,52 +138,37 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		<-served
 	}
 
-	p, err := probe.Load(pf.config())
+	pl, err := pipeline.Open(pipeline.Config{Probe: pf.config(), Sinks: []agent.Sink{metrics, report.NewJSONWriter(stdout)}, Names: names, Log: log})
 	if err != nil {
 		shutdown()
 		return failure(stderr, "serve", err)
 	}
 	detach := func() {
-		if err := p.Close(); err != nil {
+		if err := pl.Close(); err != nil {
 			log.Warn("detaching the BPF programs", "err", err)
 		}
 	}
-
-	table := lineage.New(procfs.Default, tableSize)
-	ag := agent.New(agent.Config{
-		Kernel: p, Table: table, Proc: procfs.Default,
-		Wall: p.Clock().Wall, Now: p.Clock().BootNow,
-		Sinks: []agent.Sink{metrics, report.NewJSONWriter(stdout)}, All: pf.cfg.StreamAll,
-		Log: log, Names: names,
-	})
-	postmasters, err := ag.Start()
-	if err != nil {
-		shutdown()
-		detach()
-		return failure(stderr, "serve", fmt.Errorf("learning the running postmasters from /proc: %w", err))
-	}
-	metrics.Attach(exporter.Sources{Kernel: p, Table: table, Agent: ag})
-	hooks := make([]string, 0, len(p.Attached()))
-	for _, a := range p.Attached() {
+	metrics.Attach(exporter.Sources{Kernel: pl.Probe, Table: pl.Table, Agent: pl.Agent})
+	hooks := make([]string, 0, len(pl.Probe.Attached()))
+	for _, a := range pl.Probe.Attached() {
 		hooks = append(hooks, a.Hook)
 	}
 	log.Info("attached", "version", version.String(), "hooks", strings.Join(hooks, ","))
-	for _, why := range p.Unavailable() {
+	for _, why := range pl.Probe.Unavailable() {
 		log.Warn(why)
 	}
 	pid1 := 0
-	for _, pm := range postmasters {
+	for _, pm := range pl.Postmasters {
 		if pm.PID1() {
 			pid1++
 			log.Warn("postmaster is PID 1 of its PID namespace: an orphan's abnormal death there will crash-restart PostgreSQL",
 				"pid", pm.Key.PID, "data_dir", pm.DataDir, "container_id", pm.Container.ID)
 		}
 	}
-	log.Info("postmasters running", "count", len(postmasters), "pid1", pid1)
-	ag.ReportRunning(postmasters)
+	log.Info("postmasters running", "count", len(pl.Postmasters), "pid1", pid1)
 	srv.Ready("attached " + strings.Join(hooks, ", "))
 
-	runErr := ag.Run(ctx, p.Read)
+	runErr := pl.Run(ctx)
 	shutdown()
 	detach()
 	switch {

@@ -16,15 +16,12 @@ import (
 
 	"github.com/orphanwatch/orphanwatch/internal/agent"
 	"github.com/orphanwatch/orphanwatch/internal/lineage"
+	"github.com/orphanwatch/orphanwatch/internal/pipeline"
 	"github.com/orphanwatch/orphanwatch/internal/probe"
-	"github.com/orphanwatch/orphanwatch/internal/procfs"
 	"github.com/orphanwatch/orphanwatch/internal/report"
 	"github.com/orphanwatch/orphanwatch/internal/verdict"
 	"github.com/orphanwatch/orphanwatch/internal/version"
 )
-
-// tableSize bounds the user-space process table.
-const tableSize = 65536
 
 func traceCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
@@ -39,7 +36,7 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&filter.comm, "comm", "", "only processes with this command name")
 	fs.Func("verdict", "only these verdicts, comma separated: "+joinVerdicts(), func(s string) error {
 		for _, v := range strings.Split(s, ",") {
-			if !slices.Contains(verdict.All, verdict.Verdict(v)) {
+			if !isVerdict(v) {
 				return fmt.Errorf("unknown verdict %q (known: %s)", v, joinVerdicts())
 			}
 			filter.verdicts = append(filter.verdicts, verdict.Verdict(v))
@@ -63,30 +60,17 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 	names, closeNames := nf.namer(ctx, log)
 	defer closeNames()
 
-	p, err := probe.Load(pf.config())
-	if err != nil {
-		return failure(stderr, "trace", err)
-	}
-	defer p.Close()
-
 	var out agent.Sink = report.NewTableWriter(stdout)
 	if *jsonOut {
 		out = report.NewJSONWriter(stdout)
 	}
 	filter.next = out
-	table := lineage.New(procfs.Default, tableSize)
-	ag := agent.New(agent.Config{
-		Kernel: p, Table: table, Proc: procfs.Default,
-		Wall: p.Clock().Wall, Now: p.Clock().BootNow,
-		Sinks: []agent.Sink{&filter}, All: pf.cfg.StreamAll,
-		Log: log, Names: names,
-	})
-	postmasters, err := ag.Start()
+	pl, err := pipeline.Open(pipeline.Config{Probe: pf.config(), Sinks: []agent.Sink{&filter}, Names: names, Log: log})
 	if err != nil {
-		return failure(stderr, "trace", fmt.Errorf("learning the running postmasters from /proc: %w", err))
+		return failure(stderr, "trace", err)
 	}
-	printHeader(stderr, p, postmasters)
-	ag.ReportRunning(postmasters)
+	defer pl.Close()
+	printHeader(stderr, pl.Probe, pl.Postmasters)
 
 	start := time.Now()
 	if *duration > 0 {
@@ -94,20 +78,23 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	if err := ag.Run(ctx, p.Read); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	if err := pl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return failure(stderr, "trace", err)
 	}
-	printSummary(stderr, ag, p, table, time.Since(start))
+	printSummary(stderr, pl, time.Since(start))
 	return exitOK
 }
 
 func joinVerdicts() string {
 	names := make([]string, len(verdict.All))
-	for i, v := range verdict.All {
-		names[i] = string(v)
+	for i, d := range verdict.All {
+		names[i] = string(d.Verdict)
 	}
 	return strings.Join(names, ", ")
 }
+
+// isVerdict reports whether a name is a verdict's.
+func isVerdict(name string) bool { return verdict.Describe(verdict.Verdict(name)).Verdict != "" }
 
 // recordFilter passes on the records --pid, --comm and --verdict select.
 type recordFilter struct {
@@ -179,12 +166,12 @@ func printHeader(w io.Writer, p *probe.Probe, postmasters []*lineage.Postmaster)
 	fmt.Fprintln(w, "orphanwatch: tracing; Ctrl-C to stop")
 }
 
-func printSummary(w io.Writer, ag *agent.Agent, p *probe.Probe, table *lineage.Table, elapsed time.Duration) {
-	stats := ag.Stats()
+func printSummary(w io.Writer, pl *pipeline.Pipeline, elapsed time.Duration) {
+	stats, p := pl.Agent.Stats(), pl.Probe
 	var parts []string
-	for _, v := range verdict.All {
-		if n := stats.Reported[v]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", v, n))
+	for _, d := range verdict.All {
+		if n := stats.Reported[d.Verdict]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", d.Verdict, n))
 		}
 	}
 	found := "nothing found"
@@ -197,8 +184,9 @@ func printSummary(w io.Writer, ag *agent.Agent, p *probe.Probe, table *lineage.T
 		fmt.Fprintf(w, "orphanwatch: reading the kernel counters: %v\n", err)
 		return
 	}
-	fmt.Fprintf(w, "orphanwatch: kernel saw %d forks and %d exits; lost events %d, malformed %d, birth records evicted %d, orphans not reported (too many children) %d, table evictions %d, mispredicted adoptions %d\n",
-		c.Forks, c.Exits, c.Lost, p.Malformed(), c.BirthsEvicted, c.ChildrenTruncated, table.Evicted(), stats.Mispredicted)
+	fmt.Fprintf(w, "orphanwatch: kernel saw %d forks and %d exits; lost events %d, malformed %d, birth records evicted %d, orphans not reported (too many children) %d, table evictions %d, mispredicted adoptions %d, fathers missed %d, postmasters rediscovered %d, unexplained crash-restarts %d\n",
+		c.Forks, c.Exits, c.Lost, p.Malformed(), c.BirthsEvicted, c.ChildrenTruncated, pl.Table.Evicted(), stats.Mispredicted,
+		stats.FathersMissed, stats.Rediscovered, stats.Unexplained)
 	if c.Lost > 0 {
 		fmt.Fprintf(w, "orphanwatch: WARNING: %d events were lost because the ring buffer was full: raise --ringbuf-size\n", c.Lost)
 	}

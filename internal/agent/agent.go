@@ -1,6 +1,7 @@
 // Package agent runs the pipeline shared by `trace` and `serve`: events
-// from the probe update the lineage table, get a verdict, and the ones worth
-// reporting are built into records for the sinks (table, JSON, metrics).
+// from the probe update the lineage table and each postmaster's state (as
+// its reaper sees it), get a verdict, and the ones worth reporting are built
+// into records for the sinks (table, JSON, metrics).
 package agent
 
 import (
@@ -19,13 +20,16 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/redact"
 	"github.com/orphanwatch/orphanwatch/internal/report"
 	"github.com/orphanwatch/orphanwatch/internal/verdict"
-	"golang.org/x/sys/unix"
 )
 
 // Kernel is what the agent asks of the probe besides events.
 type Kernel interface {
 	Watch(event.ProcessKey) error // a postmaster appeared
 	Unwatch(pid uint32) error     // it exited
+	// EndReset tells the kernel a postmaster's crash recovery ended at
+	// (boot ns): its children's clean exits stop mattering, unless it
+	// crashed again since.
+	EndReset(key event.ProcessKey, at uint64) error
 }
 
 // Sink receives every reported record, in order, one at a time (under the
@@ -37,21 +41,29 @@ type Sink interface {
 // Config wires an agent.
 type Config struct {
 	Kernel Kernel
-	Table  *lineage.Table
-	Proc   procfs.FS
-	Wall   func(bootNS uint64) time.Time
-	Now    func() uint64 // boot clock, ns
-	Sinks  []Sink
-	All    bool // report every event, not only flagged ones
-	Log    *slog.Logger
+	// Lost reads the kernel's count of lost events (may be nil): when it
+	// grows, the agent looks for postmasters whose start it missed.
+	Lost  func() uint64
+	Table *lineage.Table
+	Proc  procfs.FS
+	Wall  func(bootNS uint64) time.Time
+	Now   func() uint64 // boot clock, ns
+	Sinks []Sink
+	All   bool // report every event, not only flagged ones
+	Log   *slog.Logger
 	// Names adds container and pod names to records (Docker, Kubernetes); may be nil.
 	Names container.Namer
 }
 
-// Agent is the pipeline. Handle runs on the reader goroutine, the
-// confirmer's checks on timers: mu makes them take turns, so the sinks and
-// the confirmer's state see one thing at a time. Stats and the table may be
-// read from other goroutines.
+// sweepEvery is how often the table is checked against /proc: processes
+// whose exits were not reported are forgotten, and postmasters whose start
+// was missed are found.
+const sweepEvery = time.Minute
+
+// Agent is the pipeline. Handle runs on the reader goroutine, the sweep on
+// a timer: mu makes them take turns, so the sinks and the postmasters'
+// states see one thing at a time. Stats and the table may be read from
+// other goroutines.
 type Agent struct {
 	cfg          Config
 	mu           sync.Mutex
@@ -61,7 +73,13 @@ type Agent struct {
 	byKind       [8]atomic.Uint64
 	mispredicted atomic.Uint64
 	sinkErrors   atomic.Uint64
-	confirm      *confirmer
+	rediscovered atomic.Uint64
+	unexplained  atomic.Uint64
+	// fathersMissed: deaths held for their father's that was never seen.
+	fathersMissed atomic.Uint64
+	lostSeen      uint64 // the kernel's lost count when last looked at (reader goroutine)
+	resweep       chan struct{}
+	runs          map[event.ProcessKey]*run // per postmaster, under mu
 }
 
 // New makes an agent.
@@ -69,9 +87,7 @@ func New(cfg Config) *Agent {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg}
-	a.confirm = newConfirmer(a)
-	return a
+	return &Agent{cfg: cfg, resweep: make(chan struct{}, 1), runs: make(map[event.ProcessKey]*run)}
 }
 
 // Start learns the postmasters already running and tells the kernel about
@@ -94,6 +110,11 @@ func (a *Agent) Start() ([]*lineage.Postmaster, error) {
 func (a *Agent) ReportRunning(postmasters []*lineage.Postmaster) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.reportRunning(postmasters)
+	a.flush()
+}
+
+func (a *Agent) reportRunning(postmasters []*lineage.Postmaster) {
 	for _, pm := range postmasters {
 		d := verdict.OnPostmasterStart(pm.NSPid)
 		if !d.Flagged && !a.cfg.All {
@@ -103,39 +124,55 @@ func (a *Agent) ReportRunning(postmasters []*lineage.Postmaster) {
 		ev.Task = event.Task{PID: pm.Key.PID, NSPid: pm.NSPid, PidNS: pm.PidNS, Start: pm.Key.StartTicks * (1e9 / event.TicksPerSecond)}
 		copy(ev.Task.Comm[:], "postgres")
 		r := a.build(&ev, report.Facts{Decision: d, Postmaster: pm, Container: pm.Container})
-		r.Kind = "running" // seen at start, not started now
+		r.Kind = "running" // seen running, not seen starting
 		r.Exe, r.Cmdline = pm.Exe, redact.Argv(pm.Argv)
 		a.emit(&r)
 	}
-	a.flush()
 }
 
-// Run reads events until ctx ends, sweeping the table now and then for
-// processes whose exits were not reported. read is the probe's Read. Before
-// it returns, crash-restarts still being confirmed are decided and every
-// record is flushed.
+// Run reads events until ctx ends, sweeping the table now and then (and
+// soon after the kernel loses events). read is the probe's Read. Before it
+// returns, deaths still held are decided and every record is flushed.
 func (a *Agent) Run(ctx context.Context, read func(context.Context, func(*event.Event), func()) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		tick := time.NewTicker(time.Minute)
+		tick := time.NewTicker(sweepEvery)
 		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				a.sweep()
+			case <-a.resweep:
 			}
+			a.sweep()
 		}
 	}()
-	err := read(ctx, a.Handle, func() { a.locked(a.flush) })
+	err := read(ctx, a.Handle, a.idle)
 	a.locked(func() {
-		a.confirm.settleNow()
+		a.settle(0)
 		a.flush()
 		a.stopped = true
 	})
 	return err
+}
+
+// idle runs when the kernel has nothing more for now: records are flushed,
+// and a sweep is asked for when events were lost (a postmaster's start may
+// have been among them).
+func (a *Agent) idle() {
+	a.locked(a.flush)
+	if a.cfg.Lost == nil {
+		return
+	}
+	if lost := a.cfg.Lost(); lost != a.lostSeen {
+		a.lostSeen = lost
+		select {
+		case a.resweep <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // locked runs fn under the agent's lock, unless Run has returned.
@@ -149,16 +186,38 @@ func (a *Agent) locked(fn func()) {
 
 // sweep forgets processes and postmasters that are gone without their exit
 // being reported (the kernel reports only exits that can matter, and a full
-// ring buffer drops some).
+// ring buffer drops some), watches postmasters whose start was not seen, and
+// decides deaths held too long.
 func (a *Agent) sweep() {
-	procs, postmasters := a.cfg.Table.Sweep()
+	procs, gone := a.cfg.Table.Sweep()
+	found, err := a.cfg.Table.Discover()
+	if err != nil {
+		a.cfg.Log.Warn("looking for postmasters in /proc", "err", err)
+	}
 	a.locked(func() {
-		for _, pm := range postmasters {
+		for _, pm := range gone {
 			a.dropPostmaster(pm)
 		}
+		for _, pm := range found {
+			a.rediscovered.Add(1)
+			a.cfg.Log.Warn("found a postmaster whose start was not seen (events lost?): watching it now", "pid", pm.Key.PID)
+			a.watch(pm)
+		}
+		a.reportRunning(found)
+		a.settle(holdFor)
+		a.flush()
 	})
-	if procs+len(postmasters) > 0 {
-		a.cfg.Log.Debug("swept processes gone unreported", "processes", procs, "postmasters", len(postmasters))
+	if procs+len(gone) > 0 {
+		a.cfg.Log.Debug("swept processes gone unreported", "processes", procs, "postmasters", len(gone))
+	}
+}
+
+// watch tells the kernel about a postmaster; a failure is retried at the
+// next sweep, which finds it unwatched.
+func (a *Agent) watch(pm *lineage.Postmaster) {
+	if err := a.cfg.Kernel.Watch(pm.Key); err != nil {
+		a.cfg.Log.Warn("watching postmaster: retried at the next sweep", "pid", pm.Key.PID, "err", err)
+		a.cfg.Table.Forget(pm)
 	}
 }
 
@@ -167,14 +226,13 @@ func (a *Agent) dropPostmaster(pm *lineage.Postmaster) {
 	if err := a.cfg.Kernel.Unwatch(pm.Key.PID); err != nil {
 		a.cfg.Log.Warn("unwatching postmaster", "pid", pm.Key.PID, "err", err)
 	}
-	a.confirm.forget(pm.Key)
+	delete(a.runs, pm.Key)
 }
 
 // flusher is a sink that buffers.
 type flusher interface{ Flush() error }
 
-// flush writes out what buffering sinks hold: called, under the lock, when
-// the kernel has nothing more for now.
+// flush writes out what buffering sinks hold (under the lock).
 func (a *Agent) flush() {
 	if !a.unflushed {
 		return
@@ -210,96 +268,6 @@ func (a *Agent) Handle(ev *event.Event) {
 	}
 }
 
-func (a *Agent) onExit(ev *event.Event) {
-	proc, self := a.cfg.Table.Remove(ev.Task.Key())
-	if proc != nil && proc.Origin == verdict.OriginAdopted && proc.AdoptedAt != 0 && proc.PPID != ev.Parent.PID {
-		a.mispredicted.Add(1) // the kernel-side prediction of the new parent was wrong
-	}
-	if self != nil {
-		a.dropPostmaster(self)
-		a.report(ev, report.Facts{Decision: verdict.OnExit(verdict.ExitFacts{Status: ev.Status, IsPostmaster: true}), Postmaster: self, Process: proc})
-		return
-	}
-	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
-	if pm == nil {
-		if a.cfg.All {
-			a.report(ev, report.Facts{Decision: verdict.Decision{Verdict: verdict.Exit}, Process: proc})
-		}
-		return
-	}
-	facts := verdict.ExitFacts{
-		Status:             ev.Status,
-		ParentIsPostmaster: true,
-		PostmasterMajor:    pm.Major,
-		Origin:             origin(ev, proc),
-		IsServerBinary:     verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String()),
-		KilledByPostmaster: killedBy(ev, pm) || a.confirm.told(pm, ev.Task.PID, ev.Time),
-		OOMKilled:          proc != nil && proc.OOMKilled,
-	}
-	d := verdict.OnExit(facts)
-	if d.Flagged || a.cfg.All {
-		a.cfg.Table.Describe(pm)
-		crash := d.Verdict == verdict.CrashRestart || d.Verdict == verdict.ServerCrash
-		a.report(ev, report.Facts{Decision: d, Postmaster: pm, Process: proc, CrashRestart: crash})
-		if crash {
-			a.confirm.expect(pm, ev, d.Verdict)
-		}
-	}
-}
-
-// origin: the kernel's birth record when there is one (adopted when the
-// parent now is not the parent at birth; the OOM program, unlike the exit
-// program, sets no Adopted flag), else the table's knowledge from /proc.
-func origin(ev *event.Event, proc *lineage.Process) verdict.Origin {
-	if ev.Flags&event.HasBirth != 0 && ev.Birth.Flags&event.BirthForked != 0 {
-		if ev.Birth.Ancestry[0].PID != ev.Parent.PID {
-			return verdict.OriginAdopted
-		}
-		return verdict.OriginForked
-	}
-	if proc != nil {
-		return proc.Origin
-	}
-	return verdict.OriginUnknown
-}
-
-// killedBy reports whether the signal that ended the process was sent by the
-// postmaster shortly before: its shutdown or crash handling, not a cause.
-func killedBy(ev *event.Event, pm *lineage.Postmaster) bool {
-	if ev.Flags&event.HasSignal == 0 || ev.Signal.SenderPID != pm.Key.PID {
-		return false
-	}
-	switch unix.Signal(ev.Signal.Signo) {
-	case unix.SIGQUIT, unix.SIGABRT, unix.SIGKILL, unix.SIGTERM, unix.SIGINT, unix.SIGUSR2:
-		return ev.Time-ev.Signal.Generated < uint64(time.Minute)
-	}
-	return false
-}
-
-func (a *Agent) onAdoption(ev *event.Event) {
-	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
-	proc := a.cfg.Table.NoteAdoption(ev)
-	f := verdict.AdoptionFacts{
-		NewParentIsPostmaster:    pm != nil,
-		NewParentIsContainerInit: ev.Parent.Flags&event.TaskSubreaper != 0 || (ev.Parent.Flags&event.TaskNSReaper != 0 && ev.Parent.NSLevel > 0),
-		Zombie:                   ev.Task.Flags&event.TaskZombie != 0,
-		Status:                   ev.Status,
-	}
-	if pm != nil {
-		f.PostmasterMajor = pm.Major
-	}
-	d := verdict.OnAdoption(f)
-	if d.Flagged || a.cfg.All {
-		if pm != nil {
-			a.cfg.Table.Describe(pm)
-		}
-		a.report(ev, report.Facts{Decision: d, Postmaster: pm, Process: proc, CrashRestart: d.Verdict == verdict.CrashRestart})
-		if d.Verdict == verdict.CrashRestart {
-			a.confirm.expect(pm, ev, d.Verdict)
-		}
-	}
-}
-
 func (a *Agent) onExec(ev *event.Event) {
 	if !verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String()) {
 		return
@@ -311,12 +279,10 @@ func (a *Agent) onExec(ev *event.Event) {
 		return // a run-once mode, or already gone
 	}
 	if err != nil {
-		a.cfg.Log.Warn("a postmaster started but /proc could not tell about it: it is not watched", "pid", ev.Task.PID, "err", err)
+		a.cfg.Log.Warn("a postmaster started but /proc could not tell about it: looked for again at the next sweep", "pid", ev.Task.PID, "err", err)
 		return
 	}
-	if err := a.cfg.Kernel.Watch(pm.Key); err != nil {
-		a.cfg.Log.Warn("watching postmaster", "pid", pm.Key.PID, "err", err)
-	}
+	a.watch(pm)
 	d := verdict.OnPostmasterStart(pm.NSPid)
 	if d.Flagged || a.cfg.All {
 		a.report(ev, report.Facts{Decision: d, Postmaster: pm})
@@ -325,36 +291,36 @@ func (a *Agent) onExec(ev *event.Event) {
 
 func (a *Agent) onOOM(ev *event.Event) {
 	key := ev.Task.Key()
-	role, pm := verdict.RoleOther, a.cfg.Table.Postmaster(key)
+	f := verdict.OOMFacts{Role: verdict.RoleOther, GroupKill: ev.OOM.Flags&event.OOMGroup != 0}
+	pm := a.cfg.Table.Postmaster(key)
 	if pm != nil {
-		role = verdict.RolePostmaster
+		f.Role = verdict.RolePostmaster
 	} else if pm = a.cfg.Table.Postmaster(ev.Parent.Key()); pm != nil {
-		role = verdict.RoleServer
-		o := origin(ev, a.cfg.Table.Lookup(key))
-		if o == verdict.OriginAdopted || (o == verdict.OriginUnknown && !verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String())) {
-			role = verdict.RoleAdopted
+		f.Role = verdict.RoleServer
+		if verdict.IsAdoptee(origin(ev, a.cfg.Table.Lookup(key)), verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String())) {
+			f.Role = verdict.RoleAdopted
+		}
+		if f.GroupKill {
+			f.PostmasterProtected, f.PostmasterShares = a.cfg.Table.OOMProtected(pm), sameCgroup(ev, pm)
 		}
 	}
-	d, crash := verdict.OnOOM(role)
-	if role == verdict.RoleServer || role == verdict.RoleAdopted {
+	d, crash := verdict.OnOOM(f)
+	if f.Role == verdict.RoleServer || f.Role == verdict.RoleAdopted {
 		a.cfg.Table.NoteOOMVictim(key) // its SIGKILL exit is this incident, not another
 	}
 	if d.Flagged || a.cfg.All {
 		if pm != nil {
 			a.cfg.Table.Describe(pm)
 		}
-		a.report(ev, report.Facts{Decision: d, Postmaster: pm, Process: a.cfg.Table.Lookup(key), CrashRestart: crash, OOMRole: role})
-		if crash {
-			a.confirm.expect(pm, ev, d.Verdict)
-		}
+		a.report(ev, report.Facts{Decision: d, Postmaster: pm, Process: a.cfg.Table.Lookup(key), CrashRestart: crash, OOM: f})
 	}
 }
 
-func (a *Agent) onSignal(ev *event.Event) {
-	a.confirm.observe(ev)
-	if a.cfg.All {
-		a.report(ev, report.Facts{Decision: verdict.Decision{Verdict: verdict.Signal}})
-	}
+// sameCgroup reports whether the victim's cgroup is the postmaster's
+// container: a group OOM kill takes that whole cgroup.
+func sameCgroup(ev *event.Event, pm *lineage.Postmaster) bool {
+	victim := container.FromNames(ev.Cgroup.Names())
+	return victim.IsZero() || victim == pm.Container
 }
 
 func (a *Agent) report(ev *event.Event, f report.Facts) {
@@ -402,6 +368,13 @@ type Stats struct {
 	Events       map[event.Kind]uint64      // events handled, by kind
 	Mispredicted uint64                     // adoptions where the orphan died under another parent than predicted
 	SinkErrors   uint64                     // records a sink failed to write
+	// Rediscovered: postmasters found by a sweep, their start not seen.
+	Rediscovered uint64
+	// Unexplained: crash-restarts PostgreSQL performed whose culprit was not seen.
+	Unexplained uint64
+	// FathersMissed: orphans' deaths held for their father's, decided
+	// without it (its event lost).
+	FathersMissed uint64
 }
 
 func (a *Agent) Stats() Stats {
@@ -415,5 +388,8 @@ func (a *Agent) Stats() Stats {
 	}
 	s.Mispredicted = a.mispredicted.Load()
 	s.SinkErrors = a.sinkErrors.Load()
+	s.Rediscovered = a.rediscovered.Load()
+	s.Unexplained = a.unexplained.Load()
+	s.FathersMissed = a.fathersMissed.Load()
 	return s
 }

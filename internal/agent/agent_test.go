@@ -17,8 +17,16 @@ import (
 )
 
 type fakeKernel struct {
-	mu      sync.Mutex
-	watched map[uint32]uint64
+	mu          sync.Mutex
+	watched     map[uint32]uint64
+	resetsEnded int
+}
+
+func (k *fakeKernel) EndReset(event.ProcessKey, uint64) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.resetsEnded++
+	return nil
 }
 
 func (k *fakeKernel) Watch(key event.ProcessKey) error {
@@ -175,39 +183,52 @@ func pgCtlStop(sig unix.Signal) *event.Event {
 	return ev
 }
 
-// restart is what /proc shows once the postmaster restarted: a child of
-// it that started after the fan-out (by default at 0.501 s of boot time,
-// 50 ticks).
-func (f *fixture) restart(startTicks ...uint64) {
-	start := uint64(52)
-	if len(startTicks) > 0 {
-		start = startTicks[0]
-	}
-	f.proc.Add(procfstest.Proc{PID: 110, PPID: 100, Comm: "postgres", Start: start, Exe: pgBin})
+// childExit is the exit of a child of the postmaster with a birth record:
+// forked by parentAtBirth (the postmaster itself for a server process).
+func childExit(at uint64, child event.Task, status event.ExitStatus, parentAtBirth uint32) *event.Event {
+	ev := &event.Event{Kind: event.KindExit, Time: at, Status: status, Flags: event.HasBirth, Task: child, Parent: postmaster}
+	ev.Birth.Flags = event.BirthForked
+	ev.Birth.Ancestry[0].PID = parentAtBirth
+	return ev
 }
 
-func (f *fixture) waitConfirmed(within time.Duration) []report.Record {
-	deadline := time.Now().Add(within)
-	for len(f.sink.byVerdict("crash-restart-confirmed")) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	return f.sink.byVerdict("crash-restart-confirmed")
+// startupEnds is the startup process, forked by the postmaster after the
+// reset began, exiting 0 at boot time at: crash recovery is over.
+func (f *fixture) startupEnds(at uint64) {
+	startup := task(110, 40, 0, "postgres")
+	startup.Start = at - 5e6 // forked once the crash's children were gone
+	f.agent.Handle(childExit(at, startup, 0, 100))
 }
 
-// A crash-restart is confirmed by the postmaster's SIGQUIT fan-out followed
-// by its restart (a new child).
-func TestCrashRestartConfirmedByFanOut(t *testing.T) {
+// A crash-restart is confirmed when the startup process ends crash
+// recovery: it names the culprit, the server processes told to quit, and
+// how long PostgreSQL was down.
+func TestCrashRestartConfirmedWhenRecoveryEnds(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
 	f.agent.Handle(psqlExit())
 	f.fanOut(50e7+1e6, 101, 102, 103)
-	f.restart()
-	rs := f.waitConfirmed(3 * time.Second)
+	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
+		t.Fatalf("confirmed before recovery ended: %+v", rs)
+	}
+	f.startupEnds(80e7)
+	rs := f.sink.byVerdict("crash-restart-confirmed")
 	if len(rs) != 1 {
 		t.Fatalf("confirmed records: %d", len(rs))
 	}
-	if rs[0].Terminated != 3 || rs[0].Trigger == nil || rs[0].Trigger.Comm != "psql" || rs[0].Trigger.Signal != "SIGPIPE" {
-		t.Errorf("confirmed = terminated %d trigger %+v", rs[0].Terminated, rs[0].Trigger)
+	r := rs[0]
+	if r.Terminated != 3 || r.ServerProcessesKilled == nil || *r.ServerProcessesKilled != 3 || r.Trigger == nil ||
+		r.Trigger.Comm != "psql" || r.Trigger.Signal != "SIGPIPE" {
+		t.Errorf("confirmed = terminated %d trigger %+v", r.Terminated, r.Trigger)
+	}
+	if r.RecoveryMS == nil || *r.RecoveryMS != 300 {
+		t.Errorf("recovery_ms = %v, want 300 (crash at 0.5 s, recovery done at 0.8 s)", r.RecoveryMS)
+	}
+	if f.kernel.resetsEnded != 1 {
+		t.Errorf("the kernel was told %d times that a reset ended, want 1", f.kernel.resetsEnded)
+	}
+	if s := f.agent.Stats(); s.Unexplained != 0 {
+		t.Errorf("stats = %+v", s)
 	}
 }
 
@@ -220,77 +241,169 @@ func TestConfirmedCountsOnlyThePostmastersChildren(t *testing.T) {
 	f.agent.Handle(psqlExit())
 	f.fanOut(50e7+1e6, 101, 102)
 	f.agent.Handle(quitFromPostmaster(50e7+2e6, task(120, 120, 30, "sh"), false)) // in the archiver's group
-	f.restart()
-	rs := f.waitConfirmed(3 * time.Second)
+	f.startupEnds(70e7)
+	rs := f.sink.byVerdict("crash-restart-confirmed")
 	if len(rs) != 1 || rs[0].Terminated != 2 {
 		t.Fatalf("confirmed records %+v, want one telling 2 server processes to quit", rs)
 	}
 }
 
+// A reset whose cause was not seen (its death lost) is still a
+// crash-restart PostgreSQL performed: confirmed, without a culprit, and
+// counted as unexplained.
+func TestUnexplainedCrashRestart(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.fanOut(50e7, 101, 102)
+	f.startupEnds(60e7)
+	rs := f.sink.byVerdict("crash-restart-confirmed")
+	if len(rs) != 1 || rs[0].Trigger != nil || !strings.Contains(rs[0].Summary, "culprit not seen") {
+		t.Fatalf("confirmed = %+v", rs)
+	}
+	if s := f.agent.Stats(); s.Unexplained != 1 {
+		t.Errorf("unexplained = %d, want 1", s.Unexplained)
+	}
+}
+
 // restart_after_crash = off: the same fan-out, then the postmaster exits.
-// PostgreSQL did not restart, so nothing is confirmed.
-func TestFanOutWithoutRestartIsNotConfirmed(t *testing.T) {
+// Recovery never ends, so nothing is confirmed.
+func TestCrashThatStopsPostgresIsNotConfirmed(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
 	f.agent.Handle(psqlExit())
 	f.fanOut(50e7+1e6, 101, 102)
-	f.proc.Remove(100)
-	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {
-		t.Errorf("a crash shutdown was confirmed as a crash-restart: %+v", rs)
+	f.agent.Handle(&event.Event{Kind: event.KindExit, Time: 70e7, Status: 1 << 8, Task: postmaster, Parent: task(10, 10, 5, "unshare")})
+	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
+		t.Errorf("a crash that stopped PostgreSQL was confirmed: %+v", rs)
 	}
 }
 
-// A postmaster that fans out and stays without a new child (its children
-// still dying) is confirmed once it forks, within the deadline, and not
-// after it.
-func TestRestartIsWaitedForUntilADeadline(t *testing.T) {
+// Three orphaned psqls: one dies of SIGPIPE, the crash kills the others'
+// backends and they exit 2 while PostgreSQL resets. PostgreSQL logs one
+// crash; so does orphanwatch, and the other two are casualties.
+func TestCasualtiesOfAResetAreNotCrashRestarts(t *testing.T) {
 	f := newFixture(t, false)
-	f.agent.confirm.settle, f.agent.confirm.recheck, f.agent.confirm.giveUp = 50*time.Millisecond, 50*time.Millisecond, 600*time.Millisecond
 	f.postmasterExec()
 	f.agent.Handle(psqlExit())
-	f.fanOut(50e7+1e6, 101)
-	time.Sleep(300 * time.Millisecond)
-	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
-		t.Fatalf("confirmed before the restart: %+v", rs)
+	f.fanOut(50e7+1e6, 101, 102)
+	for i, pid := range []uint32{301, 302} {
+		ev := childExit(51e7+uint64(i)*1e6, task(pid, 10+pid, 41, "psql"), 2<<8, 299)
+		f.agent.Handle(ev)
 	}
-	f.restart()
-	if rs := f.waitConfirmed(time.Second); len(rs) != 1 {
-		t.Fatalf("confirmed records after the restart: %d", len(rs))
+	if n := len(f.sink.byVerdict("crash-restart")); n != 1 {
+		t.Errorf("%d crash-restart records, want 1", n)
 	}
-
-	// The next crash: no restart within the deadline, no confirmation.
-	f.proc.Remove(110)
-	f.fanOut(90e7, 101)
-	time.Sleep(time.Second)
-	f.restart(95) // too late
-	time.Sleep(200 * time.Millisecond)
-	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 1 {
-		t.Errorf("confirmed records = %d, want still 1", len(rs))
+	cas := f.sink.byVerdict("casualty")
+	if len(cas) != 2 || cas[0].CrashRestart || cas[0].PostgresLog != "" {
+		t.Errorf("casualties = %+v", cas)
+	}
+	// After recovery a new crash is a crash again.
+	f.startupEnds(70e7)
+	f.agent.Handle(childExit(90e7, task(303, 313, 85, "psql"), 2<<8, 299))
+	if n := len(f.sink.byVerdict("crash-restart")); n != 2 {
+		t.Errorf("%d crash-restart records after recovery and a new crash, want 2", n)
 	}
 }
 
-// trace --duration ends a second after a crash: Run decides the pending
-// confirmation before it returns, and nothing is written after.
-func TestRunSettlesPendingConfirmationsBeforeReturning(t *testing.T) {
+// kill -9 of a process group: sh (adopted earlier) and its child psql die
+// together. The kernel hands psql to the postmaster in the same step that
+// makes sh a zombie; the postmaster reaps the older child, sh, first, and
+// blames it. psql's death, reported first, is held until sh's.
+func TestOrphanDyingWithItsFatherIsDecidedAfterIt(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	f.restart()
+	sh := task(290, 23, 30, "sh")
+	psql := childExit(50e7, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
+	psql.Flags |= event.ParentExiting | event.FatherCrashed | event.Adopted
+	psql.Previous = sh
+	f.agent.Handle(psql)
+	if len(f.sink.byVerdict("crash-restart")) != 0 {
+		t.Fatal("the orphan was decided before its father")
+	}
+	f.agent.Handle(childExit(50e7+1e5, sh, event.ExitStatus(unix.SIGKILL), 280))
+	crash, cas := f.sink.byVerdict("crash-restart"), f.sink.byVerdict("casualty")
+	if len(crash) != 1 || crash[0].Comm != "sh" || crash[0].NSPid != 23 || len(cas) != 1 || cas[0].Comm != "psql" {
+		t.Fatalf("crash-restart %+v, casualty %+v: want sh blamed, psql a casualty", crash, cas)
+	}
+	if crash[0].PostgresLog != "server process (PID 23) was terminated by signal 9: Killed" {
+		t.Errorf("postgres_log = %q", crash[0].PostgresLog)
+	}
+}
+
+// The father's death may reach the agent first: the orphan is then decided
+// at once.
+func TestOrphanAfterItsFathersDeathIsNotHeld(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	sh := task(290, 23, 30, "sh")
+	f.agent.Handle(childExit(50e7, sh, event.ExitStatus(unix.SIGKILL), 280))
+	psql := childExit(50e7+1e5, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
+	psql.Flags |= event.ParentExiting | event.FatherCrashed
+	psql.Previous = sh
+	f.agent.Handle(psql)
+	if cas := f.sink.byVerdict("casualty"); len(cas) != 1 {
+		t.Fatalf("records = %+v", f.sink.records)
+	}
+}
+
+// A held death whose father's is never seen is decided by the sweep.
+func TestHeldDeathIsDecidedWithoutItsFather(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	psql := childExit(50e7, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
+	psql.Flags |= event.FatherCrashed
+	psql.Previous = task(290, 23, 30, "sh")
+	f.agent.Handle(psql)
+	f.agent.mu.Lock()
+	f.agent.settle(0)
+	f.agent.mu.Unlock()
+	if rs := f.sink.byVerdict("crash-restart"); len(rs) != 1 || rs[0].Comm != "psql" {
+		t.Fatalf("records = %+v", f.sink.records)
+	}
+	if s := f.agent.Stats(); s.FathersMissed != 1 {
+		t.Errorf("fathers missed = %d", s.FathersMissed)
+	}
+}
+
+// An orphan killed during a fast shutdown: PostgreSQL, not yet resetting,
+// logs it as a crash and stops. It is a crash-restart record (PostgreSQL's
+// log has its line) that says PostgreSQL stops, and nothing is confirmed.
+func TestCrashDuringAFastShutdown(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(pgCtlStop(unix.SIGINT))
+	ev := psqlExit()
+	ev.Time, ev.Status = 61e7, event.ExitStatus(unix.SIGTERM)
+	ev.Signal = event.Signal{Signo: uint32(unix.SIGTERM), SenderPID: 100, Generated: 60e7}
+	f.agent.Handle(ev)
+	rs := f.sink.byVerdict("crash-restart")
+	if len(rs) != 1 || rs[0].CrashRestart || !strings.Contains(rs[0].Summary, "stops instead of restarting") {
+		t.Fatalf("records = %+v", f.sink.records)
+	}
+	f.startupEnds(70e7)
+	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
+		t.Errorf("a shutdown confirmed as a crash-restart: %+v", rs)
+	}
+}
+
+// trace --duration ends right after a crash: Run decides what is held
+// before it returns, and nothing is written after.
+func TestRunSettlesHeldDeathsBeforeReturning(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
 	read := func(ctx context.Context, handle func(*event.Event), idle func()) error {
-		handle(psqlExit())
-		f.fanOut(50e7+1e6, 101, 102)
+		psql := childExit(50e7, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
+		psql.Flags |= event.FatherCrashed
+		psql.Previous = task(290, 23, 30, "sh")
+		handle(psql)
 		idle()
 		return nil
 	}
 	if err := f.agent.Run(context.Background(), read); err != nil {
 		t.Fatal(err)
 	}
-	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 1 || rs[0].Terminated != 2 {
-		t.Fatalf("confirmed when Run returned: %+v", rs)
-	}
-	n := len(f.sink.records)
-	time.Sleep(1500 * time.Millisecond)
-	if len(f.sink.records) != n {
-		t.Errorf("records written after Run returned: %+v", f.sink.records[n:])
+	if rs := f.sink.byVerdict("crash-restart"); len(rs) != 1 {
+		t.Fatalf("crash-restart when Run returned: %+v", rs)
 	}
 }
 
@@ -301,9 +414,9 @@ func TestSignalAfterASmartShutdownIsNotConfirmed(t *testing.T) {
 	f.postmasterExec()
 	f.agent.Handle(pgCtlStop(unix.SIGTERM))
 	later := 60e7 + uint64(2*time.Hour)
-	f.restart(later/1e7 + 5)
 	f.fanOut(later, 101)
-	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {
+	f.startupEnds(later + 1e8)
+	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
 		t.Errorf("a shutdown was confirmed as a crash-restart: %+v", rs)
 	}
 }
@@ -326,15 +439,21 @@ func TestOOMKillOfAnAdopteeHasTheAdoptedRole(t *testing.T) {
 }
 
 // pg_ctl stop -m immediate: the postmaster is sent SIGQUIT, then fans out.
-// That is a shutdown, not a crash-restart.
-func TestImmediateShutdownIsNotConfirmed(t *testing.T) {
+// That is a shutdown, not a crash-restart, and the deaths are no crashes.
+func TestImmediateShutdownIsNotACrash(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
 	f.agent.Handle(pgCtlStop(unix.SIGQUIT))
 	f.agent.Handle(quitFromPostmaster(60e7+1e6, task(101, 101, 21, "postgres"), true))
-	f.restart()
-	if rs := f.waitConfirmed(1500 * time.Millisecond); len(rs) != 0 {
-		t.Errorf("an immediate shutdown was confirmed as a crash-restart: %+v", rs)
+	f.agent.Handle(childExit(61e7, task(101, 2, 21, "postgres"), 2<<8, 100))
+	ev := psqlExit()
+	ev.Time = 61e7
+	f.agent.Handle(ev)
+	f.startupEnds(70e7)
+	for _, v := range []string{"crash-restart-confirmed", "crash-restart", "server-crash"} {
+		if rs := f.sink.byVerdict(v); len(rs) != 0 {
+			t.Errorf("an immediate shutdown reported as %s: %+v", v, rs)
+		}
 	}
 }
 
@@ -343,28 +462,59 @@ func TestImmediateShutdownIsNotConfirmed(t *testing.T) {
 func TestBackendsKilledByThePostmasterAreNotReported(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	ev := &event.Event{Kind: event.KindExit, Time: 51e7, Status: event.ExitStatus(2 << 8), Flags: event.HasBirth | event.HasSignal}
-	ev.Task, ev.Parent = task(101, 2, 21, "postgres"), postmaster
-	ev.Birth.Flags = event.BirthForked
-	ev.Birth.Ancestry[0].PID = 100
-	ev.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100, Generated: 50e7}
-	f.agent.Handle(ev)
-	if len(f.sink.records) != 1 { // only postmaster-pid1
+	f.agent.Handle(psqlExit())
+	f.fanOut(50e7+1e6, 101)
+	f.agent.Handle(childExit(51e7, task(101, 2, 21, "postgres"), 2<<8, 100))
+	if rs := f.sink.byVerdict("server-crash"); len(rs) != 0 {
+		t.Errorf("a backend told to quit reported as a crash: %+v", rs)
+	}
+}
+
+// A backend killed while PostgreSQL runs is a server crash.
+func TestBackendKilledWhileRunningIsAServerCrash(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.agent.Handle(childExit(51e7, task(101, 2, 21, "postgres"), event.ExitStatus(unix.SIGKILL), 100))
+	if rs := f.sink.byVerdict("server-crash"); len(rs) != 1 || !rs[0].CrashRestart || rs[0].PostgresLog != "" {
 		t.Errorf("records = %+v", f.sink.records)
 	}
 }
 
-func TestZombieHandedToThePostmasterIsACrash(t *testing.T) {
+func TestDeadOrphanHandedToThePostmasterIsACrash(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	ev := &event.Event{Kind: event.KindAdoption, Time: 52e7, Status: event.ExitStatus(unix.SIGTERM)}
+	ev := &event.Event{Kind: event.KindAdoption, Time: 52e7, Status: event.ExitStatus(unix.SIGTERM), Flags: event.Dead}
 	ev.Task, ev.Parent, ev.Previous = task(500, 12, 45, "job"), postmaster, task(499, 11, 44, "sh")
-	ev.Task.Flags = event.TaskZombie
 	ev.Parent.Flags = event.TaskNSReaper | event.TaskWatched
 	f.agent.Handle(ev)
 	rs := f.sink.byVerdict("crash-restart")
-	if len(rs) != 1 || rs[0].Signal != "SIGTERM" || rs[0].PreviousComm != "sh" {
+	if len(rs) != 1 || rs[0].Signal != "SIGTERM" || rs[0].PreviousComm != "sh" || rs[0].PostgresLog == "" {
 		t.Errorf("records = %+v", f.sink.records)
+	}
+}
+
+// A second postmaster (pg_ctl start inside the container), adopted by the
+// PID-1 one and killed: its own exit, and a crash of the PID-1 postmaster.
+func TestSecondPostmasterKilledIsACrashOfTheFirst(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.proc.Add(procfstest.Proc{PID: 200, PPID: 100, Comm: "postgres", Start: 30, Exe: pgBin, Argv: []string{pgBin, "-D", "/data2"}, NSpid: []int{200, 20}, DataDir: "/data2", Major: 15})
+	exec := &event.Event{Kind: event.KindExec, Time: 30e7, Task: task(200, 20, 30, "postgres"), Parent: task(199, 19, 29, "sh"), Flags: event.HasBirth}
+	exec.Birth.Flags = event.BirthExeced
+	copy(exec.Birth.Exe[:], pgBin)
+	f.agent.Handle(exec)
+	if _, ok := f.kernel.watched[200]; !ok {
+		t.Fatal("the second postmaster is not watched")
+	}
+	ev := childExit(50e7, task(200, 20, 30, "postgres"), event.ExitStatus(unix.SIGKILL), 199)
+	f.agent.Handle(ev)
+	if rs := f.sink.byVerdict("postmaster-exit"); len(rs) != 1 || rs[0].PID != 200 {
+		t.Errorf("postmaster-exit = %+v", rs)
+	}
+	rs := f.sink.byVerdict("crash-restart")
+	if len(rs) != 1 || rs[0].PID != 200 || rs[0].Postmaster.PID != 100 ||
+		rs[0].PostgresLog != "server process (PID 20) was terminated by signal 9: Killed" {
+		t.Errorf("crash-restart = %+v", rs)
 	}
 }
 
@@ -411,30 +561,6 @@ func BenchmarkHandleOrdinaryExit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		f.agent.Handle(ev)
-	}
-}
-
-// A backend told to quit whose kernel signal record was since overwritten by
-// a signal it handled (a timer's SIGALRM) is still a consequence of the
-// crash handling, not a second crash, and psql stays the trigger.
-func TestBackendToldToQuitIsAConsequenceEvenIfItsSignalRecordMoved(t *testing.T) {
-	f := newFixture(t, false)
-	f.postmasterExec()
-	f.agent.Handle(psqlExit())
-	f.agent.Handle(quitFromPostmaster(50e7+1e6, task(101, 2, 21, "postgres"), true))
-	exit := &event.Event{Kind: event.KindExit, Time: 50e7 + 40e6, Status: event.ExitStatus(2 << 8), Flags: event.HasBirth | event.HasSignal}
-	exit.Task, exit.Parent = task(101, 2, 21, "postgres"), postmaster
-	exit.Birth.Flags = event.BirthForked
-	exit.Birth.Ancestry[0].PID = 100
-	exit.Signal = event.Signal{Signo: uint32(unix.SIGALRM), Flags: event.SignalFromKernel, Generated: 50e7 + 30e6}
-	f.agent.Handle(exit)
-	if rs := f.sink.byVerdict("server-crash"); len(rs) != 0 {
-		t.Errorf("a backend told to quit was reported as a crash: %+v", rs)
-	}
-	f.restart()
-	rs := f.waitConfirmed(3 * time.Second)
-	if len(rs) != 1 || rs[0].Trigger == nil || rs[0].Trigger.Comm != "psql" {
-		t.Fatalf("confirmed = %+v, want one naming psql", rs)
 	}
 }
 

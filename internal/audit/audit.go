@@ -22,7 +22,6 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/lineage"
 	"github.com/orphanwatch/orphanwatch/internal/procfs"
 	"github.com/orphanwatch/orphanwatch/internal/redact"
-	"github.com/orphanwatch/orphanwatch/internal/report"
 	"github.com/orphanwatch/orphanwatch/internal/verdict"
 )
 
@@ -445,7 +444,7 @@ func pid1Finding(pm *Postmaster) Finding {
 		return Finding{Check: CheckPID1, Level: Fail,
 			Message: fmt.Sprintf("the postmaster (pid %d) is PID 1 of %s: it adopts every orphan there, "+
 				"and an orphan that dies of a signal or exits with code 2 or more makes PostgreSQL crash-restart", pm.PID, namespaceOf(pm)),
-			Fix: report.Fix}
+			Fix: verdict.InitFix}
 	}
 	return Finding{Check: CheckPID1, Level: OK,
 		Message: fmt.Sprintf("the postmaster is pid %d in its PID namespace, started by %s (pid %d): orphans go to the namespace's init, not to PostgreSQL",

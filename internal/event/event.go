@@ -105,6 +105,14 @@ const (
 	Adopted       Flags = 1 << 2 // parent at death differs from the parent at birth
 	ReaperGuessed Flags = 1 << 3 // adoption: the subreaper walk hit its bound
 	CgroupV1      Flags = 1 << 4 // the cgroup is the v1 memory controller's
+	// ParentExiting: exit of a process whose parent was dying too; Parent is
+	// the reaper it goes to, as the kernel's find_new_reaper() picks it.
+	ParentExiting Flags = 1 << 5
+	Dead          Flags = 1 << 6 // adoption: the orphan is dead or dying; Status is final
+	// FatherCrashed: exit or dead adoption of an orphan whose father (the
+	// Previous task), dying with it, is a child of the same postmaster and
+	// dies of a crash status: the postmaster reaps the father first.
+	FatherCrashed Flags = 1 << 7
 )
 
 // Ancestor is one step of the chain above a process at its birth.
@@ -191,7 +199,10 @@ func (c *Cgroup) Names() (name, parent string) { return cString(c.Name[:]), cStr
 // OOMFlags mirror enum oom_flag in bpf/events.h.
 type OOMFlags uint32
 
-const OOMMemcg OOMFlags = 1 << 0 // a memory cgroup's limit was hit, not the machine's
+const (
+	OOMMemcg OOMFlags = 1 << 0 // a memory cgroup's limit was hit, not the machine's
+	OOMGroup OOMFlags = 1 << 1 // memory.oom.group: the victim's whole cgroup is killed
+)
 
 // OOM is what the OOM killer saw of its victim.
 type OOM struct {
@@ -208,10 +219,10 @@ type Event struct {
 	Time     uint64 // boot clock ns
 	Kind     Kind
 	Flags    Flags
-	Status   ExitStatus // exit; adoption of a zombie
+	Status   ExitStatus // exit; adoption of the dead
 	Task     Task       // the process the event is about
 	Parent   Task       // exit: parent at death; adoption: new parent; exec: parent; signal: sender
-	Previous Task       // adoption: the parent that died
+	Previous Task       // adoption, and exit with ParentExiting: the parent that died
 	Cgroup   Cgroup
 	Signal   Signal
 	OOM      OOM

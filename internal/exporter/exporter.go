@@ -64,6 +64,8 @@ type Exporter struct {
 	recordsByVerdict  *prometheus.Desc
 	mispredicted      *prometheus.Desc
 	recordWriteErrors *prometheus.Desc
+	rediscovered      *prometheus.Desc
+	fathersMissed     *prometheus.Desc
 	eventsLost        *prometheus.Desc
 	eventsMalformed   *prometheus.Desc
 	forks             *prometheus.Desc
@@ -119,6 +121,12 @@ func New(cfg Config) *Exporter {
 			"Orphans that died under another parent than the kernel predicted at adoption."),
 		recordWriteErrors: desc("orphanwatch_record_write_errors_total",
 			"Records that could not be written to a sink (e.g. stdout closed)."),
+		rediscovered: desc("orphanwatch_postmasters_rediscovered_total",
+			"Postmasters found running by the periodic /proc sweep whose start was not seen (its event lost, or "+
+				"/proc unreadable then): they were unwatched until then."),
+		fathersMissed: desc("orphanwatch_fathers_missed_total",
+			"Orphans that died with their father, both a postmaster's children, decided without the father's "+
+				"death (its event lost): the postmaster reaps the father first, and may have blamed it instead."),
 		eventsLost: desc("orphanwatch_events_lost_total",
 			"Events the kernel dropped because the ring buffer was full: raise --ringbuf-size."),
 		eventsMalformed: desc("orphanwatch_events_malformed_total",
@@ -148,7 +156,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	ch <- e.buildInfo.Desc()
 	for _, d := range []*prometheus.Desc{
 		e.postmasters, e.postmastersPID1, e.adoptedProcesses, e.trackedProcesses, e.trackedEvicted,
-		e.events, e.recordsByVerdict, e.mispredicted, e.recordWriteErrors,
+		e.events, e.recordsByVerdict, e.mispredicted, e.recordWriteErrors, e.rediscovered, e.fathersMissed,
 		e.eventsLost, e.eventsMalformed, e.forks, e.exits, e.birthsEvicted, e.childrenTruncated, e.programs,
 	} {
 		ch <- d
@@ -248,11 +256,13 @@ func (e *Exporter) collectAgent(ch chan<- prometheus.Metric, s agent.Stats) {
 	for _, k := range event.Kinds {
 		ch <- prometheus.MustNewConstMetric(e.events, prometheus.CounterValue, float64(s.Events[k]), k.String())
 	}
-	for _, v := range verdict.All { // every verdict's series from the start, at 0
-		ch <- prometheus.MustNewConstMetric(e.recordsByVerdict, prometheus.CounterValue, float64(s.Reported[v]), string(v))
+	for _, d := range verdict.All { // every verdict's series from the start, at 0
+		ch <- prometheus.MustNewConstMetric(e.recordsByVerdict, prometheus.CounterValue, float64(s.Reported[d.Verdict]), string(d.Verdict))
 	}
 	ch <- prometheus.MustNewConstMetric(e.mispredicted, prometheus.CounterValue, float64(s.Mispredicted))
 	ch <- prometheus.MustNewConstMetric(e.recordWriteErrors, prometheus.CounterValue, float64(s.SinkErrors))
+	ch <- prometheus.MustNewConstMetric(e.rediscovered, prometheus.CounterValue, float64(s.Rediscovered))
+	ch <- prometheus.MustNewConstMetric(e.fathersMissed, prometheus.CounterValue, float64(s.FathersMissed))
 }
 
 // NewRegistry is a registry with the exporter and the standard Go and

@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -41,8 +42,9 @@ func (k kernelStub) Attached() []probe.Attachment {
 // watchList is the agent's view of the kernel's watched-postmaster map.
 type watchList struct{}
 
-func (watchList) Watch(event.ProcessKey) error { return nil }
-func (watchList) Unwatch(uint32) error         { return nil }
+func (watchList) Watch(event.ProcessKey) error            { return nil }
+func (watchList) Unwatch(uint32) error                    { return nil }
+func (watchList) EndReset(event.ProcessKey, uint64) error { return nil }
 
 // fixture is serve's pipeline on a fake /proc: a PostgreSQL 15 postmaster,
 // PID 1 of its namespace in a Docker container, one backend, and a psql it
@@ -91,28 +93,39 @@ func task(pid, nspid uint32, startTicks uint64, comm string) event.Task {
 var postmaster = task(100, 1, 20, "postgres")
 
 // seedIncident is what the kernel reports when the adopted psql dies of
-// SIGPIPE and the postmaster answers with its SIGQUIT fan-out.
+// SIGPIPE, the postmaster answers with its SIGQUIT fan-out, and its
+// startup process ends crash recovery 0.3 s after the crash. The agent
+// reads them as from the probe, flushing its sinks when they are drained.
 func (f *fixture) seedIncident(t *testing.T) {
+	var events []*event.Event
 	ev := &event.Event{Kind: event.KindExit, Time: 50e7, Status: event.ExitStatus(unix.SIGPIPE), Flags: event.HasSignal}
 	ev.Task, ev.Parent = task(300, 9, 40, "psql"), postmaster
 	copy(ev.Cgroup.Name[:], "docker-"+dbID+".scope")
 	copy(ev.Cgroup.Parent[:], "system.slice")
 	ev.Signal = event.Signal{Signo: uint32(unix.SIGPIPE), SenderPID: 300, Flags: event.SignalFromSelf | event.SignalNoInfo}
-	f.agent.Handle(ev)
+	events = append(events, ev)
 	for range 2 { // to the backend's pid, then to its process group
 		q := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(101, 30, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
 		q.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100, Flags: event.SignalToChild}
-		f.agent.Handle(q)
+		events = append(events, q)
 	}
-	// It restarts: a new child, started after the fan-out (0.501 s, 50 ticks).
-	f.proc.Add(procfstest.Proc{PID: 110, PPID: 100, Comm: "postgres", Start: 52, Exe: pgBin, NSpid: []int{110, 31}, Cgroup: dbCgroup})
-	// The confirmer looks a second after the fan-out's first signal.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(f.stdout.String(), `"verdict":"crash-restart-confirmed"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no crash-restart-confirmed record; stdout:\n%s", f.stdout)
+	startup := &event.Event{Kind: event.KindExit, Time: 80e7, Task: task(110, 31, 0, "postgres"), Parent: postmaster, Flags: event.HasBirth}
+	startup.Task.Start = 55e7
+	startup.Birth.Flags = event.BirthForked
+	startup.Birth.Ancestry[0].PID = 100
+	events = append(events, startup)
+	read := func(_ context.Context, handle func(*event.Event), idle func()) error {
+		for _, ev := range events {
+			handle(ev)
 		}
-		time.Sleep(20 * time.Millisecond)
+		idle()
+		return nil
+	}
+	if err := f.agent.Run(context.Background(), read); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(f.stdout.String(), `"verdict":"crash-restart-confirmed"`) {
+		t.Fatalf("no crash-restart-confirmed record; stdout:\n%s", f.stdout)
 	}
 }
 
@@ -128,7 +141,7 @@ orphanwatch_postmasters{` + dbLabels + `} 1
 # HELP orphanwatch_postmasters_pid1 How many postmasters run now as PID 1 of their PID namespace, per container, from orphanwatch's live process table: each adopts every orphan there, and an orphan's abnormal death crash-restarts PostgreSQL. orphanwatch_postmaster_pid1 is the per-postmaster 0/1 gauge of the /proc audit.
 # TYPE orphanwatch_postmasters_pid1 gauge
 orphanwatch_postmasters_pid1{` + dbLabels + `} 1
-# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, sent SIGQUIT to all its server processes, then forked again. Series start at 0 for every running postmaster.
+# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster took a death for a crash (or, unasked to stop, told its server processes to quit), and its startup process then finished crash recovery. Series start at 0 for every running postmaster.
 # TYPE orphanwatch_postmaster_crash_restarts_total counter
 orphanwatch_postmaster_crash_restarts_total{` + dbLabels + `} 0
 # HELP orphanwatch_events_lost_total Events the kernel dropped because the ring buffer was full: raise --ringbuf-size.
@@ -163,10 +176,10 @@ func TestSeedIncidentCountsAndJSONLines(t *testing.T) {
 	f := newFixture(t, Config{})
 	f.seedIncident(t)
 	want := `
-# HELP orphanwatch_adopted_child_exits_total Deaths of processes a postmaster adopted but never started. verdict="crash-restart": it died of a signal or exited with code 2 or more, so PostgreSQL crash-restarted; verdict="adopted": it exited 0 or 1, which PostgreSQL ignores. signal is empty for an exit. comm is capped (--metrics.max-comms); comm and container_id read "other" past the caps.
+# HELP orphanwatch_adopted_child_exits_total Deaths of processes a postmaster adopted but never started. verdict="crash-restart": it died of a signal or exited with code 2 or more while PostgreSQL ran, so PostgreSQL crash-restarted; verdict="adopted": it exited 0 or 1, which PostgreSQL ignores; verdict="casualty": it died so while PostgreSQL was already resetting, and was ignored. signal is empty for an exit. comm is capped (--metrics.max-comms); comm and container_id read "other" past the caps.
 # TYPE orphanwatch_adopted_child_exits_total counter
 orphanwatch_adopted_child_exits_total{comm="psql",` + dbLabels + `,signal="SIGPIPE",verdict="crash-restart"} 1
-# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, sent SIGQUIT to all its server processes, then forked again. Series start at 0 for every running postmaster.
+# HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster took a death for a crash (or, unasked to stop, told its server processes to quit), and its startup process then finished crash recovery. Series start at 0 for every running postmaster.
 # TYPE orphanwatch_postmaster_crash_restarts_total counter
 orphanwatch_postmaster_crash_restarts_total{` + dbLabels + `} 1
 # HELP orphanwatch_adopted_processes Live processes whose parent is a postmaster that did not start them (orphans it adopted), by the postmaster's container.
@@ -176,12 +189,32 @@ orphanwatch_adopted_processes{` + dbLabels + `} 0
 # TYPE orphanwatch_events_total counter
 orphanwatch_events_total{kind="adoption"} 0
 orphanwatch_events_total{kind="exec"} 0
-orphanwatch_events_total{kind="exit"} 1
+orphanwatch_events_total{kind="exit"} 2
 orphanwatch_events_total{kind="oom"} 0
 orphanwatch_events_total{kind="signal"} 2
+# HELP orphanwatch_unexplained_crash_restarts_total Crash-restarts PostgreSQL performed whose culprit orphanwatch did not see: the death it reacted to never reached orphanwatch (lost events, or a bug to report). Series start at 0 for every running postmaster.
+# TYPE orphanwatch_unexplained_crash_restarts_total counter
+orphanwatch_unexplained_crash_restarts_total{` + dbLabels + `} 0
+# HELP orphanwatch_postgres_recovery_seconds How long PostgreSQL was down per crash-restart: from the crash to the end of crash recovery (its startup process's exit), while it refused connections.
+# TYPE orphanwatch_postgres_recovery_seconds histogram
+orphanwatch_postgres_recovery_seconds_bucket{le="0.05"} 0
+orphanwatch_postgres_recovery_seconds_bucket{le="0.1"} 0
+orphanwatch_postgres_recovery_seconds_bucket{le="0.25"} 0
+orphanwatch_postgres_recovery_seconds_bucket{le="0.5"} 1
+orphanwatch_postgres_recovery_seconds_bucket{le="1"} 1
+orphanwatch_postgres_recovery_seconds_bucket{le="2.5"} 1
+orphanwatch_postgres_recovery_seconds_bucket{le="5"} 1
+orphanwatch_postgres_recovery_seconds_bucket{le="10"} 1
+orphanwatch_postgres_recovery_seconds_bucket{le="30"} 1
+orphanwatch_postgres_recovery_seconds_bucket{le="60"} 1
+orphanwatch_postgres_recovery_seconds_bucket{le="300"} 1
+orphanwatch_postgres_recovery_seconds_bucket{le="+Inf"} 1
+orphanwatch_postgres_recovery_seconds_sum 0.3
+orphanwatch_postgres_recovery_seconds_count 1
 `
 	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "orphanwatch_adopted_child_exits_total",
-		"orphanwatch_postmaster_crash_restarts_total", "orphanwatch_adopted_processes", "orphanwatch_events_total"); err != nil {
+		"orphanwatch_postmaster_crash_restarts_total", "orphanwatch_adopted_processes", "orphanwatch_events_total",
+		"orphanwatch_unexplained_crash_restarts_total", "orphanwatch_postgres_recovery_seconds"); err != nil {
 		t.Error(err)
 	}
 

@@ -52,8 +52,10 @@ type recordCounters struct {
 
 	adoptedExits  *cappedVec
 	crashRestarts *cappedVec
+	unexplained   *cappedVec
 	oomKills      *cappedVec
 	adoptions     *cappedVec
+	recovery      prometheus.Histogram
 
 	folded  *prometheus.CounterVec
 	evicted *prometheus.CounterVec
@@ -67,14 +69,21 @@ func newRecordCounters(maxComms, maxSeries int, evictAfter time.Duration, now fu
 		adoptedExits: newCappedVec(maxSeries, prometheus.CounterOpts{
 			Name: "orphanwatch_adopted_child_exits_total",
 			Help: "Deaths of processes a postmaster adopted but never started. verdict=\"crash-restart\": it died of a signal " +
-				"or exited with code 2 or more, so PostgreSQL crash-restarted; verdict=\"adopted\": it exited 0 or 1, which " +
-				"PostgreSQL ignores. signal is empty for an exit. comm is capped (--metrics.max-comms); comm and " +
+				"or exited with code 2 or more while PostgreSQL ran, so PostgreSQL crash-restarted; verdict=\"adopted\": it " +
+				"exited 0 or 1, which PostgreSQL ignores; verdict=\"casualty\": it died so while PostgreSQL was already " +
+				"resetting, and was ignored. signal is empty for an exit. comm is capped (--metrics.max-comms); comm and " +
 				"container_id read \"other\" past the caps.",
 		}, append([]string{"verdict", "signal", "comm"}, containerLabels...)),
 		crashRestarts: newCappedVec(maxSeries, prometheus.CounterOpts{
 			Name: "orphanwatch_postmaster_crash_restarts_total",
-			Help: "Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster, itself unsignalled, " +
-				"sent SIGQUIT to all its server processes, then forked again. Series start at 0 for every running postmaster.",
+			Help: "Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster took a death for a crash " +
+				"(or, unasked to stop, told its server processes to quit), and its startup process then finished crash " +
+				"recovery. Series start at 0 for every running postmaster.",
+		}, containerLabels),
+		unexplained: newCappedVec(maxSeries, prometheus.CounterOpts{
+			Name: "orphanwatch_unexplained_crash_restarts_total",
+			Help: "Crash-restarts PostgreSQL performed whose culprit orphanwatch did not see: the death it reacted to " +
+				"never reached orphanwatch (lost events, or a bug to report). Series start at 0 for every running postmaster.",
 		}, containerLabels),
 		oomKills: newCappedVec(maxSeries, prometheus.CounterOpts{
 			Name: "orphanwatch_oom_kills_total",
@@ -86,6 +95,12 @@ func newRecordCounters(maxComms, maxSeries int, evictAfter time.Duration, now fu
 			Help: "Orphans handed to a postmaster as their new parent: each is a crash-restart waiting to happen. " +
 				"Series start at 0 for every running postmaster.",
 		}, containerLabels),
+		recovery: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "orphanwatch_postgres_recovery_seconds",
+			Help: "How long PostgreSQL was down per crash-restart: from the crash to the end of crash recovery " +
+				"(its startup process's exit), while it refused connections.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
 		folded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orphanwatch_records_folded_total",
 			Help: "Records counted under \"other\" because a cardinality cap was reached (reason max-comms or max-series).",
@@ -103,13 +118,19 @@ func (c *recordCounters) Write(r *report.Record) error {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch verdict.Verdict(r.Verdict) {
-	case verdict.CrashRestart, verdict.Adopted:
+	switch verdict.Describe(verdict.Verdict(r.Verdict)).Metric {
+	case verdict.AdopteeDeath:
 		comm := c.comm(r.Comm, now)
 		c.inc(c.adoptedExits, now, append([]string{r.Verdict, labelValue(r.Signal), comm}, where...))
-	case verdict.CrashRestartConfirmed:
+	case verdict.Restart:
 		c.inc(c.crashRestarts, now, where)
-	case verdict.OOMKill:
+		if r.Trigger == nil {
+			c.inc(c.unexplained, now, where)
+		}
+		if r.RecoveryMS != nil {
+			c.recovery.Observe(float64(*r.RecoveryMS) / 1e3)
+		}
+	case verdict.OOMVictim:
 		role := string(verdict.RoleOther)
 		if r.OOM != nil {
 			role = labelValue(r.OOM.Role)
@@ -165,6 +186,7 @@ func (c *recordCounters) expectPostmasters(where [][]string) {
 	defer c.mu.Unlock()
 	for _, w := range where {
 		c.series(c.crashRestarts, now, w)
+		c.series(c.unexplained, now, w)
 		c.series(c.adoptions, now, w)
 		for _, role := range []verdict.OOMRole{verdict.RolePostmaster, verdict.RoleServer, verdict.RoleAdopted} {
 			c.series(c.oomKills, now, append([]string{string(role)}, w...))
@@ -173,7 +195,8 @@ func (c *recordCounters) expectPostmasters(where [][]string) {
 }
 
 func (c *recordCounters) collectors() []prometheus.Collector {
-	return []prometheus.Collector{c.adoptedExits.vec, c.crashRestarts.vec, c.oomKills.vec, c.adoptions.vec, c.folded, c.evicted}
+	return []prometheus.Collector{c.adoptedExits.vec, c.crashRestarts.vec, c.unexplained.vec, c.oomKills.vec, c.adoptions.vec,
+		c.recovery, c.folded, c.evicted}
 }
 
 // containerValues are the container labels' values.

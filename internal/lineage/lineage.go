@@ -350,27 +350,9 @@ func (t *Table) Seed() ([]*Postmaster, error) {
 	if err != nil {
 		return nil, err
 	}
-	isServer := func(pid int) bool {
-		st, ok := stats[pid]
-		if !ok || !verdict.IsServerBinary("", st.Comm) {
-			return false
-		}
-		exe, err := t.fs.Exe(pid)
-		return err == nil && verdict.IsServerBinary(exe, st.Comm)
-	}
-	var found []*Postmaster
-	for pid, st := range stats {
-		if !verdict.IsServerBinary("", st.Comm) {
-			continue // only read exe where comm says postgres: keeps start cheap
-		}
-		pm, err := t.AddPostmaster(pid, isServer(st.PPID))
-		if errors.Is(err, ErrNotPostmaster) || errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		found = append(found, pm)
+	found, err := t.discover(stats)
+	if err != nil {
+		return nil, err
 	}
 	for pid, st := range stats {
 		pm := t.Postmaster(event.ProcessKey{PID: uint32(st.PPID), StartTicks: stats[st.PPID].StartTicks})
@@ -395,8 +377,64 @@ func (t *Table) Seed() ([]*Postmaster, error) {
 		t.put(p)
 		t.mu.Unlock()
 	}
+	return found, nil
+}
+
+// Discover finds postmasters running now that the table does not know: a
+// lost start event, or a start /proc could not tell about then.
+func (t *Table) Discover() ([]*Postmaster, error) {
+	stats, err := t.fs.Stats()
+	if err != nil {
+		return nil, err
+	}
+	return t.discover(stats)
+}
+
+// discover adds the postmasters in stats the table does not know yet, and
+// returns them by pid.
+func (t *Table) discover(stats map[int]procfs.Stat) ([]*Postmaster, error) {
+	isServer := func(pid int) bool {
+		st, ok := stats[pid]
+		if !ok || !verdict.IsServerBinary("", st.Comm) {
+			return false
+		}
+		exe, err := t.fs.Exe(pid)
+		return err == nil && verdict.IsServerBinary(exe, st.Comm)
+	}
+	var found []*Postmaster
+	for pid, st := range stats {
+		// Only read exe where comm says postgres: keeps a scan cheap.
+		if !verdict.IsServerBinary("", st.Comm) || t.Postmaster(event.ProcessKey{PID: uint32(pid), StartTicks: st.StartTicks}) != nil {
+			continue
+		}
+		pm, err := t.AddPostmaster(pid, isServer(st.PPID))
+		if errors.Is(err, ErrNotPostmaster) || errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		found = append(found, pm)
+	}
 	slices.SortFunc(found, func(a, b *Postmaster) int { return int(a.Key.PID) - int(b.Key.PID) })
 	return found, nil
+}
+
+// Forget drops a postmaster the kernel could not be told about, so that
+// the next Discover finds it again.
+func (t *Table) Forget(pm *Postmaster) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.postmasters[pm.Key.PID] == pm {
+		delete(t.postmasters, pm.Key.PID)
+	}
+}
+
+// OOMProtected reports whether the OOM killer spares the postmaster
+// (oom_score_adj -1000), even in a group kill of its cgroup.
+func (t *Table) OOMProtected(pm *Postmaster) bool {
+	adj, err := t.fs.OOMScoreAdj(int(pm.Key.PID))
+	return err == nil && adj == -1000
 }
 
 // Sweep forgets processes and postmasters that are gone without their exit

@@ -114,6 +114,9 @@ const (
 	lifecycleEventFlagEVENT_ADOPTED        lifecycleEventFlag = 4
 	lifecycleEventFlagEVENT_REAPER_GUESSED lifecycleEventFlag = 8
 	lifecycleEventFlagEVENT_CGROUP_V1      lifecycleEventFlag = 16
+	lifecycleEventFlagEVENT_PARENT_EXITING lifecycleEventFlag = 32
+	lifecycleEventFlagEVENT_DEAD           lifecycleEventFlag = 64
+	lifecycleEventFlagEVENT_FATHER_CRASHED lifecycleEventFlag = 128
 )
 
 type lifecycleEventKind uint32
@@ -138,6 +141,7 @@ type lifecycleOomFlag uint32
 
 const (
 	lifecycleOomFlagOOM_MEMCG lifecycleOomFlag = 1
+	lifecycleOomFlagOOM_GROUP lifecycleOomFlag = 2
 )
 
 type lifecycleProcKey struct {
@@ -145,6 +149,13 @@ type lifecycleProcKey struct {
 	Tgid    uint32
 	Pad     uint32
 	StartNs uint64
+}
+
+type lifecycleServerComm struct {
+	_        structs.HostLayout
+	Head     uint64
+	Tail     uint64
+	TailMask uint64
 }
 
 type lifecycleSignalFlag uint32
@@ -177,12 +188,27 @@ const (
 	lifecycleTaskFlagTASK_ZOMBIE    lifecycleTaskFlag = 8
 )
 
+type lifecycleWatch struct {
+	_          structs.HostLayout
+	StartTicks uint64
+	ResetAtNs  uint64
+	Flags      uint32
+	Pad        uint32
+}
+
+type lifecycleWatchFlag uint32
+
+const (
+	lifecycleWatchFlagWATCH_RESETTING lifecycleWatchFlag = 1
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	lifecycleMapBirths           = "births"
 	lifecycleMapCounters         = "counters"
+	lifecycleMapDeaths           = "deaths"
 	lifecycleMapEvents           = "events"
 	lifecycleMapExecs            = "execs"
 	lifecycleMapHanded           = "handed"
@@ -193,7 +219,9 @@ const (
 	lifecycleProgHandleExitLive  = "handle_exit_live"
 	lifecycleProgHandleFork      = "handle_fork"
 	lifecycleVarAttachedAtNs     = "attached_at_ns"
+	lifecycleVarCrashExitCode    = "crash_exit_code"
 	lifecycleVarMaxChildren      = "max_children"
+	lifecycleVarServerComms      = "server_comms"
 	lifecycleVarStreamAll        = "stream_all"
 	lifecycleVarUnusedBtfExports = "unused_btf_exports"
 	lifecycleVarWakeupBytes      = "wakeup_bytes"
@@ -253,6 +281,7 @@ type lifecycleProgramSpecs struct {
 type lifecycleMapSpecs struct {
 	Births   *ebpf.MapSpec `ebpf:"births"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Deaths   *ebpf.MapSpec `ebpf:"deaths"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Execs    *ebpf.MapSpec `ebpf:"execs"`
 	Handed   *ebpf.MapSpec `ebpf:"handed"`
@@ -265,7 +294,9 @@ type lifecycleMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lifecycleVariableSpecs struct {
 	AttachedAtNs     *ebpf.VariableSpec `ebpf:"attached_at_ns"`
+	CrashExitCode    *ebpf.VariableSpec `ebpf:"crash_exit_code"`
 	MaxChildren      *ebpf.VariableSpec `ebpf:"max_children"`
+	ServerComms      *ebpf.VariableSpec `ebpf:"server_comms"`
 	StreamAll        *ebpf.VariableSpec `ebpf:"stream_all"`
 	UnusedBtfExports *ebpf.VariableSpec `ebpf:"unused_btf_exports"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -293,6 +324,7 @@ func (o *lifecycleObjects) Close() error {
 type lifecycleMaps struct {
 	Births   *ebpf.Map `ebpf:"births"`
 	Counters *ebpf.Map `ebpf:"counters"`
+	Deaths   *ebpf.Map `ebpf:"deaths"`
 	Events   *ebpf.Map `ebpf:"events"`
 	Execs    *ebpf.Map `ebpf:"execs"`
 	Handed   *ebpf.Map `ebpf:"handed"`
@@ -304,6 +336,7 @@ func (m *lifecycleMaps) Close() error {
 	return _LifecycleClose(
 		m.Births,
 		m.Counters,
+		m.Deaths,
 		m.Events,
 		m.Execs,
 		m.Handed,
@@ -317,7 +350,9 @@ func (m *lifecycleMaps) Close() error {
 // It can be passed to loadLifecycleObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lifecycleVariables struct {
 	AttachedAtNs     *ebpf.Variable `ebpf:"attached_at_ns"`
+	CrashExitCode    *ebpf.Variable `ebpf:"crash_exit_code"`
 	MaxChildren      *ebpf.Variable `ebpf:"max_children"`
+	ServerComms      *ebpf.Variable `ebpf:"server_comms"`
 	StreamAll        *ebpf.Variable `ebpf:"stream_all"`
 	UnusedBtfExports *ebpf.Variable `ebpf:"unused_btf_exports"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`

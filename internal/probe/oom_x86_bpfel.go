@@ -18,6 +18,7 @@ import (
 const (
 	oomMapBirths            = "births"
 	oomMapCounters          = "counters"
+	oomMapDeaths            = "deaths"
 	oomMapEvents            = "events"
 	oomMapExecs             = "execs"
 	oomMapSignals           = "signals"
@@ -76,6 +77,7 @@ type oomProgramSpecs struct {
 type oomMapSpecs struct {
 	Births   *ebpf.MapSpec `ebpf:"births"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Deaths   *ebpf.MapSpec `ebpf:"deaths"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Execs    *ebpf.MapSpec `ebpf:"execs"`
 	Signals  *ebpf.MapSpec `ebpf:"signals"`
@@ -110,6 +112,7 @@ func (o *oomObjects) Close() error {
 type oomMaps struct {
 	Births   *ebpf.Map `ebpf:"births"`
 	Counters *ebpf.Map `ebpf:"counters"`
+	Deaths   *ebpf.Map `ebpf:"deaths"`
 	Events   *ebpf.Map `ebpf:"events"`
 	Execs    *ebpf.Map `ebpf:"execs"`
 	Signals  *ebpf.Map `ebpf:"signals"`
@@ -120,6 +123,7 @@ func (m *oomMaps) Close() error {
 	return _OomClose(
 		m.Births,
 		m.Counters,
+		m.Deaths,
 		m.Events,
 		m.Execs,
 		m.Signals,

@@ -5,12 +5,14 @@ package probe
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -21,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/orphanwatch/orphanwatch/internal/event"
+	"github.com/orphanwatch/orphanwatch/internal/verdict"
 )
 
 // Config sizes the probe. Zero values take the defaults.
@@ -30,6 +33,9 @@ type Config struct {
 	RingBufferBytes uint32 // ring buffer size: a power of two, at least a page
 	MaxChildren     uint32 // orphans reported per exiting thread, at most MaxChildrenBound
 	KernelBTF       string // BTF file for this kernel; default /sys/kernel/btf/vmlinux
+	// ExitLive loads the exit program kernels before 6.16 need
+	// (handle_exit_live) whatever this kernel offers: tests run it here.
+	ExitLive bool
 	// Refuse lists programs not to load, as a kernel without them would: used
 	// to test that a missing kernel feature fails cleanly.
 	Refuse []string
@@ -147,15 +153,13 @@ func Load(cfg Config) (_ *Probe, err error) {
 		return nil, fmt.Errorf("reading embedded lifecycle object: %w", err)
 	}
 	cfg.size(lifecycle)
-	exitProg := chooseExitProgram(lifecycle, kernelTypes)
-	for name, value := range map[string]any{
+	exitProg := chooseExitProgram(lifecycle, kernelTypes, cfg.ExitLive)
+	if err := setVariables(lifecycle, map[string]any{
 		lifecycleVarStreamAll:   cfg.StreamAll,
 		lifecycleVarMaxChildren: cfg.MaxChildren,
 		lifecycleVarWakeupBytes: min(maxWakeupBytes, cfg.RingBufferBytes/2),
-	} {
-		if err := lifecycle.Variables[name].Set(value); err != nil {
-			return nil, fmt.Errorf("setting %s: %w", name, err)
-		}
+	}); err != nil {
+		return nil, err
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelTypes}}
 	if err := loadRefusing(lifecycle, &p.lifecycle, opts, cfg.Refuse); err != nil {
@@ -170,6 +174,7 @@ func Load(cfg Config) (_ *Probe, err error) {
 		lifecycleMapWatched:  p.lifecycle.Watched,
 		lifecycleMapSignals:  p.lifecycle.Signals,
 		lifecycleMapCounters: p.lifecycle.Counters,
+		lifecycleMapDeaths:   p.lifecycle.Deaths,
 	}
 	signals, err := loadSignals()
 	if err != nil {
@@ -232,6 +237,50 @@ func Load(cfg Config) (_ *Probe, err error) {
 	return p, nil
 }
 
+// setVariables sets a collection's constants, and PostgreSQL's rules.
+func setVariables(spec *ebpf.CollectionSpec, values map[string]any) error {
+	for name, value := range values {
+		if err := spec.Variables[name].Set(value); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	return setRules(spec)
+}
+
+// setRules hands the programs PostgreSQL's rules from internal/verdict: the
+// exit code from which a child's exit is a crash, and the comms of the
+// server binaries, as bpf/postgres.h compares them.
+func setRules(spec *ebpf.CollectionSpec) error {
+	comms := make([]lifecycleServerComm, len(verdict.ServerBinaries))
+	if room := int(spec.Variables[lifecycleVarServerComms].Size()) / int(unsafe.Sizeof(lifecycleServerComm{})); room != len(comms) {
+		return fmt.Errorf("bpf/postgres.h has room for %d server comms, internal/verdict names %d", room, len(comms))
+	}
+	for i, name := range verdict.ServerBinaries {
+		comms[i] = commPattern(name)
+	}
+	if err := spec.Variables[lifecycleVarServerComms].Set(comms); err != nil {
+		return fmt.Errorf("setting server comms: %w", err)
+	}
+	if err := spec.Variables[lifecycleVarCrashExitCode].Set(uint32(verdict.CrashExitCode)); err != nil {
+		return fmt.Errorf("setting the crash exit code: %w", err)
+	}
+	return nil
+}
+
+// commPattern is how bpf/postgres.h matches a comm: its first 8 bytes, and
+// the next 8 masked up to and including the NUL that ends the name.
+func commPattern(name string) lifecycleServerComm {
+	var comm [16]byte
+	n := copy(comm[:15], name)             // the kernel keeps 15 bytes and a NUL
+	nul := max(n, 8) - 8                   // where the name's NUL is in the second word
+	mask := uint64(1)<<(8*uint(nul+1)) - 1 // a shift by 64 is 0: all ones for nul 7
+	return lifecycleServerComm{
+		Head:     binary.LittleEndian.Uint64(comm[:8]),
+		Tail:     binary.LittleEndian.Uint64(comm[8:]) & mask,
+		TailMask: mask,
+	}
+}
+
 // size applies the configured sizes to the shared maps a collection
 // declares: a map handed to another collection must match its spec there.
 func (c *Config) size(spec *ebpf.CollectionSpec) {
@@ -258,10 +307,11 @@ func loadRefusing(spec *ebpf.CollectionSpec, objs any, opts *ebpf.CollectionOpti
 }
 
 // chooseExitProgram keeps the exit program that fits the kernel's
-// sched_process_exit, under the name handle_exit, drops the other from
-// spec, and returns the kept program's own name.
-func chooseExitProgram(spec *ebpf.CollectionSpec, kernelTypes *btf.Spec) string {
-	if args, _ := tracepointArgs(kernelTypes, "sched_process_exit"); exitPassesGroupDead(args) {
+// sched_process_exit (or handle_exit_live when live is set), under the name
+// handle_exit, drops the other from spec, and returns the kept program's
+// own name.
+func chooseExitProgram(spec *ebpf.CollectionSpec, kernelTypes *btf.Spec, live bool) string {
+	if args, _ := tracepointArgs(kernelTypes, "sched_process_exit"); exitPassesGroupDead(args) && !live {
 		delete(spec.Programs, lifecycleProgHandleExitLive)
 		return lifecycleProgHandleExit
 	}
@@ -382,10 +432,32 @@ func (p *Probe) consume(raw []byte, ev *event.Event, handle func(*event.Event)) 
 func (p *Probe) Malformed() uint64 { return p.malformed.Load() }
 
 // Watch tells the kernel that a process is a postmaster: the exits of its
-// children are then reported, and signals it sends.
+// children that matter are then reported, and signals it sends.
 func (p *Probe) Watch(key event.ProcessKey) error {
-	if err := p.lifecycle.Watched.Put(key.PID, key.StartTicks); err != nil {
+	if err := p.lifecycle.Watched.Put(key.PID, lifecycleWatch{StartTicks: key.StartTicks}); err != nil {
 		return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
+	}
+	return nil
+}
+
+// EndReset tells the kernel that a postmaster's crash recovery ended at
+// (boot ns): its children's clean exits stop being reported. The kernel
+// flags a reset itself when a crash happens, so a flag it set after at, for
+// a new crash, is kept.
+func (p *Probe) EndReset(key event.ProcessKey, at uint64) error {
+	var w lifecycleWatch
+	if err := p.lifecycle.Watched.Lookup(key.PID, &w); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		return fmt.Errorf("reading postmaster %d's watch: %w", key.PID, err)
+	}
+	if w.StartTicks != key.StartTicks || w.ResetAtNs > at {
+		return nil
+	}
+	w.Flags &^= uint32(lifecycleWatchFlagWATCH_RESETTING)
+	if err := p.lifecycle.Watched.Update(key.PID, w, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("ending postmaster %d's reset: %w", key.PID, err)
 	}
 	return nil
 }

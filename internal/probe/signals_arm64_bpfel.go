@@ -18,6 +18,7 @@ import (
 const (
 	signalsMapBirths                = "births"
 	signalsMapCounters              = "counters"
+	signalsMapDeaths                = "deaths"
 	signalsMapEvents                = "events"
 	signalsMapExecs                 = "execs"
 	signalsMapSignals               = "signals"
@@ -78,6 +79,7 @@ type signalsProgramSpecs struct {
 type signalsMapSpecs struct {
 	Births   *ebpf.MapSpec `ebpf:"births"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Deaths   *ebpf.MapSpec `ebpf:"deaths"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Execs    *ebpf.MapSpec `ebpf:"execs"`
 	Signals  *ebpf.MapSpec `ebpf:"signals"`
@@ -112,6 +114,7 @@ func (o *signalsObjects) Close() error {
 type signalsMaps struct {
 	Births   *ebpf.Map `ebpf:"births"`
 	Counters *ebpf.Map `ebpf:"counters"`
+	Deaths   *ebpf.Map `ebpf:"deaths"`
 	Events   *ebpf.Map `ebpf:"events"`
 	Execs    *ebpf.Map `ebpf:"execs"`
 	Signals  *ebpf.Map `ebpf:"signals"`
@@ -122,6 +125,7 @@ func (m *signalsMaps) Close() error {
 	return _SignalsClose(
 		m.Births,
 		m.Counters,
+		m.Deaths,
 		m.Events,
 		m.Execs,
 		m.Signals,

@@ -80,7 +80,7 @@ func TestChooseExitProgram(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := chooseExitProgram(spec, kernelSpec(t, map[string][]btf.Type{"sched_process_exit": tc.args}))
+		got := chooseExitProgram(spec, kernelSpec(t, map[string][]btf.Type{"sched_process_exit": tc.args}), false)
 		if got != tc.want || spec.Programs[lifecycleProgHandleExit] == nil || spec.Programs[lifecycleProgHandleExit].Name != tc.want ||
 			spec.Programs[lifecycleProgHandleExitLive] != nil {
 			t.Errorf("%d arguments: chose %s, programs %v", len(tc.args), got, spec.Programs)

@@ -13,20 +13,20 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/verdict"
 )
 
-// Fix is the advice for every orphan-caused crash-restart.
-const Fix = "run an init as PID 1 of the container so that it, not the postmaster, adopts orphans: " +
-	"docker run --init, tini or dumb-init as the entrypoint, or shareProcessNamespace: true in the Kubernetes pod; " +
-	"and run jobs (psql, scripts, cron) outside the database container"
-
 // Facts is what the agent knows about an event beyond the event itself.
 type Facts struct {
-	Decision     verdict.Decision
-	Wall         func(bootNS uint64) time.Time
-	Process      *lineage.Process    // the table's entry for the process, if any
-	Postmaster   *lineage.Postmaster // the postmaster involved: parent, adopter, or the process itself
-	Container    container.Ref
+	Decision   verdict.Decision
+	Wall       func(bootNS uint64) time.Time
+	Process    *lineage.Process    // the table's entry for the process, if any
+	Postmaster *lineage.Postmaster // the postmaster involved: parent, adopter, or the process itself
+	Container  container.Ref
+	// CrashRestart: the postmaster resets (or, for an OOM kill, will).
 	CrashRestart bool
-	OOMRole      verdict.OOMRole
+	// Logged: the postmaster logs the death at LOG level (verdict.Reaped).
+	Logged bool
+	// Shutdown: how far the postmaster was asked to stop when it took a crash.
+	Shutdown verdict.Shutdown
+	OOM      verdict.OOMFacts
 }
 
 // Build turns an event into a record. It allocates: call it only for events
@@ -92,13 +92,14 @@ func Build(ev *event.Event, f Facts) Record {
 		at := r.Time
 		r.AdoptedAt = &at
 		r.PreviousPID, r.PreviousComm = ev.Previous.PID, ev.Previous.Comm.String()
-		if ev.Task.Flags&event.TaskZombie != 0 {
+		if ev.Flags&event.Dead != 0 {
 			r.setStatus(ev.Status)
 		}
 	case event.KindOOM:
 		r.Signal = "SIGKILL"
 		r.OOM = &OOMRecord{
-			Role:           string(f.OOMRole),
+			Role:           string(f.OOM.Role),
+			GroupKill:      f.OOM.GroupKill,
 			TotalVMBytes:   ev.OOM.TotalVMBytes,
 			AnonRSSBytes:   ev.OOM.AnonRSSBytes,
 			FileRSSBytes:   ev.OOM.FileRSSBytes,
@@ -123,25 +124,14 @@ func Build(ev *event.Event, f Facts) Record {
 		// What the postmaster logs about a child it never forked. A server
 		// process is logged under its own type (e.g. "client backend" on
 		// 18), which the kernel does not know.
-		switch f.Decision.Verdict {
-		case verdict.CrashRestart, verdict.Adopted:
+		if f.Logged && verdict.Describe(f.Decision.Verdict).Adoptee {
 			r.PostgresLog = verdict.LogLine(pm.Major, ev.Task.NSPid, ev.Status)
 		}
 	}
-	switch f.Decision.Verdict {
-	case verdict.CrashRestart, verdict.Adopted, verdict.PostmasterPID1:
-		r.Fix = Fix
-	case verdict.OOMKill:
-		r.Fix = OOMFix
-	}
-	r.Summary = summary(&r, ev)
+	r.Fix = verdict.Describe(f.Decision.Verdict).Fix
+	r.Summary = summary(&r, ev, f)
 	return r
 }
-
-// OOMFix is the advice for an OOM kill of PostgreSQL.
-const OOMFix = "protect the postmaster with oom_score_adj=-1000 and let children reset theirs " +
-	"(PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj, PG_OOM_ADJUST_VALUE=0), size shared_buffers and work_mem to the " +
-	"container's memory limit, and consider vm.overcommit_memory=2; see docs/oom.md"
 
 func (r *Record) setStatus(s event.ExitStatus) {
 	if s.Signaled() {
@@ -185,7 +175,7 @@ func sender(ev *event.Event) *Sender {
 			return nil
 		}
 	case event.KindAdoption:
-		if ev.Task.Flags&event.TaskZombie == 0 {
+		if ev.Flags&event.Dead == 0 {
 			return nil // alive: an old signal it survived says nothing
 		}
 		fallthrough
@@ -208,7 +198,56 @@ func sender(ev *event.Event) *Sender {
 	return &Sender{PID: s.SenderPID, Comm: s.SenderComm.String(), Origin: origin}
 }
 
-func summary(r *Record, ev *event.Event) string {
+// summaries say what each verdict means for this record, in a sentence.
+var summaries = map[verdict.Verdict]func(r *Record, who, parent, how string, f Facts) string{
+	verdict.CrashRestart: func(r *Record, who, parent, how string, f Facts) string {
+		s := fmt.Sprintf("%s, adopted by %s, %s: PostgreSQL%s treats it as a crashed server process", who, parent, how, version(r))
+		if f.Shutdown != verdict.NoShutdown {
+			return s + " and, as it was shutting down, stops instead of restarting"
+		}
+		return s + " and restarts, killing every connection"
+	},
+	verdict.Adopted: func(r *Record, who, parent, how string, _ Facts) string {
+		return fmt.Sprintf("%s, adopted by %s, %s: ignored this time, but any signal or exit code above 1 would have crash-restarted PostgreSQL",
+			who, parent, how)
+	},
+	verdict.Casualty: func(r *Record, who, parent, how string, _ Facts) string {
+		return fmt.Sprintf("%s, adopted by %s, %s while PostgreSQL was already resetting after a crash (or stopping at once): "+
+			"it ignored this death, which the crash most likely caused", who, parent, how)
+	},
+	verdict.Adoption: func(r *Record, who, parent, _ string, _ Facts) string {
+		return fmt.Sprintf("%s lost its parent %s (pid %d) and was adopted by %s", who, r.PreviousComm, r.PreviousPID, parent)
+	},
+	verdict.ServerCrash: func(r *Record, who, _, how string, _ Facts) string {
+		return fmt.Sprintf("server process %s %s: PostgreSQL%s restarts, killing every connection", who, how, version(r))
+	},
+	verdict.PostmasterPID1: func(_ *Record, who, _, _ string, _ Facts) string {
+		return fmt.Sprintf("postmaster %s is PID 1 of its PID namespace: it adopts every orphan there, and an orphan's abnormal death will crash-restart PostgreSQL", who)
+	},
+	verdict.PostmasterStart: func(_ *Record, who, _, _ string, _ Facts) string {
+		return fmt.Sprintf("postmaster %s started", who)
+	},
+	verdict.PostmasterExit: func(_ *Record, who, _, how string, _ Facts) string {
+		return fmt.Sprintf("postmaster %s %s", who, how)
+	},
+	verdict.OOMKill: func(r *Record, who, _, _ string, f Facts) string {
+		s := fmt.Sprintf("the OOM killer chose %s (%s, oom_score_adj %d, %s constraint)", who, r.OOM.Role, r.OOM.OOMScoreAdj, r.OOM.Constraint)
+		switch {
+		case r.CrashRestart:
+			s += ": PostgreSQL will crash-restart"
+		case r.OOM.Role == string(verdict.RolePostmaster):
+			s += ": PostgreSQL goes down"
+		case f.OOM.GroupKill && (r.OOM.Role == string(verdict.RoleServer) || r.OOM.Role == string(verdict.RoleAdopted)):
+			s += ": a group OOM kill (memory.oom.group) takes the whole container, the postmaster too: PostgreSQL does not restart, the container does"
+		}
+		return s
+	},
+	verdict.Signal: func(r *Record, who, _, _ string, _ Facts) string {
+		return fmt.Sprintf("%s sent %s to %s", r.ParentComm, r.Signal, who)
+	},
+}
+
+func summary(r *Record, ev *event.Event, f Facts) string {
 	who := fmt.Sprintf("%s (pid %d", r.Comm, r.PID)
 	if r.NSPid != r.PID && r.NSPid != 0 {
 		who += fmt.Sprintf(", pid %d in its namespace", r.NSPid)
@@ -223,39 +262,14 @@ func summary(r *Record, ev *event.Event) string {
 		parent += ")"
 	}
 	how := howEnded(r)
-	switch verdict.Verdict(r.Verdict) {
-	case verdict.CrashRestart:
-		return fmt.Sprintf("%s, adopted by %s, %s: PostgreSQL%s treats it as a crashed server process and restarts, killing every connection",
-			who, parent, how, version(r))
-	case verdict.Adopted:
-		return fmt.Sprintf("%s, adopted by %s, %s: ignored this time, but any signal or exit code above 1 would have crash-restarted PostgreSQL",
-			who, parent, how)
-	case verdict.Adoption:
-		s := fmt.Sprintf("%s lost its parent %s (pid %d) and was adopted by %s", who, r.PreviousComm, r.PreviousPID, parent)
-		if ev.Task.Flags&event.TaskZombie != 0 {
-			s += ", already dead: " + how
-		}
-		return s
-	case verdict.ServerCrash:
-		return fmt.Sprintf("server process %s %s: PostgreSQL%s restarts, killing every connection", who, how, version(r))
-	case verdict.PostmasterPID1:
-		return fmt.Sprintf("postmaster %s is PID 1 of its PID namespace: it adopts every orphan there, and an orphan's abnormal death will crash-restart PostgreSQL", who)
-	case verdict.PostmasterStart:
-		return fmt.Sprintf("postmaster %s started", who)
-	case verdict.PostmasterExit:
-		return fmt.Sprintf("postmaster %s %s", who, how)
-	case verdict.OOMKill:
-		s := fmt.Sprintf("the OOM killer chose %s (%s, oom_score_adj %d, %s constraint)", who, r.OOM.Role, r.OOM.OOMScoreAdj, r.OOM.Constraint)
-		if r.CrashRestart {
-			s += ": PostgreSQL will crash-restart"
-		} else if r.OOM.Role == string(verdict.RolePostmaster) {
-			s += ": PostgreSQL goes down"
-		}
-		return s
-	case verdict.Signal:
-		return fmt.Sprintf("%s sent %s to %s", r.ParentComm, r.Signal, who)
+	s := fmt.Sprintf("%s %s", who, how)
+	if say, ok := summaries[verdict.Verdict(r.Verdict)]; ok {
+		s = say(r, who, parent, how, f)
 	}
-	return fmt.Sprintf("%s %s", who, how)
+	if ev.Kind == event.KindAdoption && ev.Flags&event.Dead != 0 {
+		s += " (it was dead already when its parent died, and was handed over as a zombie)"
+	}
+	return s
 }
 
 func version(r *Record) string {
@@ -293,27 +307,30 @@ func howEnded(r *Record) string {
 	return "is alive"
 }
 
-// Confirmed is the record of a crash-restart seen in the kernel: pm told
-// terminated server processes to quit, at, after trigger died (nil when the
-// cause was not seen).
-func Confirmed(pm *lineage.Postmaster, trigger *Trigger, terminated int, at time.Time) Record {
+// Confirmed is the record of a crash-restart PostgreSQL performed: pm told
+// terminated server processes to quit at, after trigger died (nil when the
+// cause was not seen), and was running again recovery later.
+func Confirmed(pm *lineage.Postmaster, trigger *Trigger, terminated int, at time.Time, recovery time.Duration) Record {
+	recoveryMS := recovery.Milliseconds()
 	r := Record{
-		Time:         at,
-		Verdict:      string(verdict.CrashRestartConfirmed),
-		Kind:         "signal",
-		PID:          pm.Key.PID,
-		NSPid:        pm.NSPid,
-		Comm:         "postgres",
-		Exe:          pm.Exe,
-		Cmdline:      redact.Argv(pm.Argv),
-		Ancestry:     []Ancestor{},
-		PidNS:        pm.PidNS,
-		ContainerID:  pm.Container.ID,
-		PodUID:       pm.Container.PodUID,
-		CrashRestart: true,
-		Postmaster:   &PostmasterRecord{PID: pm.Key.PID, NSPid: pm.NSPid, PID1: pm.PID1(), Version: pm.Major, DataDir: pm.DataDir},
-		Trigger:      trigger,
-		Terminated:   terminated,
+		Time:                  at,
+		Verdict:               string(verdict.CrashRestartConfirmed),
+		Kind:                  "signal",
+		PID:                   pm.Key.PID,
+		NSPid:                 pm.NSPid,
+		Comm:                  "postgres",
+		Exe:                   pm.Exe,
+		Cmdline:               redact.Argv(pm.Argv),
+		Ancestry:              []Ancestor{},
+		PidNS:                 pm.PidNS,
+		ContainerID:           pm.Container.ID,
+		PodUID:                pm.Container.PodUID,
+		CrashRestart:          true,
+		Postmaster:            &PostmasterRecord{PID: pm.Key.PID, NSPid: pm.NSPid, PID1: pm.PID1(), Version: pm.Major, DataDir: pm.DataDir},
+		Trigger:               trigger,
+		Terminated:            terminated,
+		ServerProcessesKilled: &terminated,
+		RecoveryMS:            &recoveryMS,
 	}
 	if pm.Container.ID != "" {
 		r.ContainerRuntime = pm.Container.Runtime
@@ -321,10 +338,11 @@ func Confirmed(pm *lineage.Postmaster, trigger *Trigger, terminated int, at time
 	r.Summary = fmt.Sprintf("PostgreSQL (postmaster pid %d) crash-restarted: it told %d server processes to quit", pm.Key.PID, terminated)
 	if trigger != nil {
 		r.Summary += fmt.Sprintf(" after %s (pid %d) %s", trigger.Comm, trigger.PID, triggerHow(trigger))
-		if trigger.Verdict == string(verdict.CrashRestart) {
-			r.Fix = Fix
-		}
+		r.Fix = verdict.Describe(verdict.Verdict(trigger.Verdict)).Fix
+	} else {
+		r.Summary += "; the culprit not seen: the death it reacted to never reached orphanwatch (lost events? see orphanwatch_events_lost_total), please report it"
 	}
+	r.Summary += fmt.Sprintf(", and was down for %s of crash recovery", recovery.Round(time.Millisecond))
 	return r
 }
 

@@ -13,10 +13,9 @@ import (
 
 func wall(uint64) time.Time { return time.Time{} }
 
-// postgres_log is the line the postmaster writes at its default log level,
-// or nothing: a clean exit of an unknown child is logged at LOG level by
-// PostgreSQL 18 only, and a server process under a name the kernel does
-// not know.
+// postgres_log is the line the postmaster writes at its default log level
+// (verdict.Reaped.Logged says when), in its version's wording; never for a
+// server process, which it logs under a name the kernel does not know.
 func TestPostgresLogOnlyWhenThePostmasterLogsIt(t *testing.T) {
 	exit := func(status event.ExitStatus) *event.Event {
 		ev := &event.Event{Kind: event.KindExit, Time: 2e9, Status: status}
@@ -27,17 +26,19 @@ func TestPostgresLogOnlyWhenThePostmasterLogsIt(t *testing.T) {
 		verdict verdict.Verdict
 		major   int
 		status  event.ExitStatus
+		logged  bool
 		want    string
 	}{
-		{verdict.CrashRestart, 15, event.ExitStatus(unix.SIGPIPE), "server process (PID 12) was terminated by signal 13: Broken pipe"},
-		{verdict.CrashRestart, 18, event.ExitStatus(3 << 8), "untracked child process (PID 12) exited with exit code 3"},
-		{verdict.Adopted, 15, event.ExitStatus(0), ""},
-		{verdict.Adopted, 18, event.ExitStatus(1 << 8), "untracked child process (PID 12) exited with exit code 1"},
-		{verdict.ServerCrash, 15, event.ExitStatus(unix.SIGKILL), ""},
+		{verdict.CrashRestart, 15, event.ExitStatus(unix.SIGPIPE), true, "server process (PID 12) was terminated by signal 13: Broken pipe"},
+		{verdict.CrashRestart, 18, event.ExitStatus(3 << 8), true, "untracked child process (PID 12) exited with exit code 3"},
+		{verdict.Adopted, 15, event.ExitStatus(0), false, ""},
+		{verdict.Adopted, 18, event.ExitStatus(1 << 8), true, "untracked child process (PID 12) exited with exit code 1"},
+		{verdict.Casualty, 15, event.ExitStatus(2 << 8), false, ""},
+		{verdict.ServerCrash, 15, event.ExitStatus(unix.SIGKILL), true, ""},
 	}
 	for _, tt := range tests {
 		pm := &lineage.Postmaster{Key: event.ProcessKey{PID: 100}, NSPid: 1, Major: tt.major}
-		r := Build(exit(tt.status), Facts{Decision: verdict.Decision{Verdict: tt.verdict, Flagged: true}, Postmaster: pm, Wall: wall})
+		r := Build(exit(tt.status), Facts{Decision: verdict.Decision{Verdict: tt.verdict, Flagged: true}, Postmaster: pm, Wall: wall, Logged: tt.logged})
 		if r.PostgresLog != tt.want {
 			t.Errorf("%s on %d (%v): postgres_log %q, want %q", tt.verdict, tt.major, tt.status, r.PostgresLog, tt.want)
 		}
@@ -54,7 +55,7 @@ func TestAdoptionNamesASenderOnlyForTheDead(t *testing.T) {
 	if r := Build(ev, d); r.SignalSender != nil {
 		t.Errorf("live orphan: sender %+v", r.SignalSender)
 	}
-	ev.Task.Flags |= event.TaskZombie
+	ev.Flags |= event.Dead
 	if r := Build(ev, d); r.SignalSender == nil || r.SignalSender.PID != 42 {
 		t.Errorf("dead orphan: sender %+v, want pid 42", r.SignalSender)
 	}

@@ -50,8 +50,14 @@ type Record struct {
 	OOM          *OOMRecord        `json:"oom,omitempty"`
 	Trigger      *Trigger          `json:"trigger,omitempty"`    // crash-restart-confirmed: what caused it
 	Terminated   int               `json:"terminated,omitempty"` // crash-restart-confirmed: server processes told to quit
-	Summary      string            `json:"summary"`
-	Fix          string            `json:"fix,omitempty"`
+	// ServerProcessesKilled is Terminated, present (0 too) on every
+	// crash-restart-confirmed record.
+	ServerProcessesKilled *int `json:"server_processes_killed,omitempty"`
+	// RecoveryMS: crash-restart-confirmed: from the crash to the end of
+	// crash recovery, while PostgreSQL refused connections.
+	RecoveryMS *int64 `json:"recovery_ms,omitempty"`
+	Summary    string `json:"summary"`
+	Fix        string `json:"fix,omitempty"`
 }
 
 // Ancestor is one step of the chain above a process at its birth.
@@ -81,7 +87,10 @@ type Sender struct {
 
 // OOMRecord is what the OOM killer saw.
 type OOMRecord struct {
-	Role           string `json:"role"` // postmaster, server, adopted, other
+	Role string `json:"role"` // postmaster, server, adopted, other
+	// GroupKill: memory.oom.group: the OOM killer takes the victim's whole
+	// cgroup, the postmaster too unless its oom_score_adj is -1000.
+	GroupKill      bool   `json:"group_kill"`
 	TotalVMBytes   uint64 `json:"total_vm_bytes"`
 	AnonRSSBytes   uint64 `json:"anon_rss_bytes"`
 	FileRSSBytes   uint64 `json:"file_rss_bytes"`

@@ -36,7 +36,7 @@ func seedRecord() Record {
 	return Build(ev, Facts{
 		Decision: verdict.Decision{Verdict: verdict.CrashRestart, Flagged: true},
 		Wall:     func(ns uint64) time.Time { return time.Unix(1700000000, int64(ns)) },
-		Process:  proc, Postmaster: pm, CrashRestart: true,
+		Process:  proc, Postmaster: pm, CrashRestart: true, Logged: true,
 	})
 }
 

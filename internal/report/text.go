@@ -177,9 +177,8 @@ func Story(r *Record) string {
 	line := func(format string, args ...any) {
 		fmt.Fprintf(&b, "    %s\n", redact.Printable(fmt.Sprintf(format, args...)))
 	}
-	switch verdict.Verdict(r.Verdict) {
-	case verdict.CrashRestart, verdict.ServerCrash, verdict.OOMKill, verdict.PostmasterPID1, verdict.CrashRestartConfirmed:
-	default:
+	desc := verdict.Describe(verdict.Verdict(r.Verdict))
+	if !desc.Story {
 		return ""
 	}
 	fmt.Fprintf(&b, "  >> %s\n", redact.Printable(strings.ToUpper(r.Verdict)+": "+r.Summary))
@@ -193,7 +192,7 @@ func Story(r *Record) string {
 		}
 		line("started by: %s", strings.Join(chain, " <- "))
 	}
-	if r.AdoptedAt != nil && r.Verdict != string(verdict.ServerCrash) {
+	if r.AdoptedAt != nil && desc.Adoptee {
 		line("adopted:  %s by %s", r.AdoptedAt.Format("15:04:05.000"), parentColumn(r))
 	}
 	if pm := r.Postmaster; pm != nil {

@@ -9,32 +9,36 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/event"
 )
 
-// How a postmaster treats the death of one of its children, from
-// src/backend/postmaster/postmaster.c:
+// How a postmaster treats the death of a child, from
+// src/backend/postmaster/postmaster.c (line numbers of Debian's 13.16,
+// 15.18 and 18.6 sources):
 //
-//   - PostgreSQL 12-17: reaper() matches the pid against its auxiliary
-//     processes, then calls CleanupBackend(pid, exitstatus), which, before
-//     even looking the pid up, calls HandleChildCrash() for any status that
-//     is not EXIT_STATUS_0 or EXIT_STATUS_1, logging it as a "server
-//     process". A process the postmaster never forked is handled exactly
-//     like a crashed backend.
-//   - PostgreSQL 18: process_pm_child_exit() looks the pid up with
-//     FindPostmasterChildByPid(); an unknown pid with any status other than
-//     0 or 1 calls HandleChildCrash(pid, exitstatus, "untracked child
-//     process"), and 0 or 1 is logged at LOG level.
+//   - PostgreSQL 12-17: reaper() (15: line 3008) matches the pid against its
+//     auxiliary processes, then calls CleanupBackend(pid, exitstatus), which,
+//     before even looking the pid up, calls HandleChildCrash() for any status
+//     that is not EXIT_STATUS_0 or EXIT_STATUS_1 (15: line 3443; 13: 3419),
+//     logging it as a "server process". A process the postmaster never
+//     forked is handled exactly like a crashed backend.
+//   - PostgreSQL 18: process_pm_child_exit() (line 2233) looks the pid up
+//     with FindPostmasterChildByPid(); an unknown pid with any status other
+//     than 0 or 1 calls HandleChildCrash(pid, exitstatus, "untracked child
+//     process") (line 2530), and 0 or 1 is logged at LOG level (line 2532).
 //
-// HandleChildCrash() sends SIGQUIT (SIGABRT with send_abort_for_crash, 16+)
-// to every child, SIGKILL to those left after 5 s, and the server restarts
-// through crash recovery, or, with restart_after_crash = off, shuts down.
+// HandleChildCrash() acts (logs, then sends SIGQUIT, or SIGABRT with
+// send_abort_for_crash, to every child) only while !FatalError && Shutdown
+// != ImmediateShutdown (15: line 3509; 13: 3485; 18: 2781), and then sets
+// FatalError. FatalError is cleared when the startup process, forked once
+// every child is gone, exits 0 (15: line 3093; 18: 2314). State mirrors this.
 // Verified on PostgreSQL 15 here: SIGPIPE, SIGTERM and exit 3 of an adopted
 // child crash-restart the server; exit 1 does not.
+
+// CrashExitCode is the lowest exit code that is a crash: anything but
+// EXIT_STATUS_0 and EXIT_STATUS_1, and any signal.
+const CrashExitCode = 2
 
 // Rule is what one range of PostgreSQL versions does.
 type Rule struct {
 	FirstMajor, LastMajor int
-	// Crashes reports whether the exit of a child the postmaster did not
-	// fork starts crash recovery.
-	Crashes func(event.ExitStatus) bool
 	// LogSubject is the postmaster's name for an unknown child in its log.
 	LogSubject string
 	// LogsCleanExit: an unknown child's exit 0 or 1 is logged at LOG level
@@ -47,12 +51,16 @@ type Rule struct {
 // Rules is the table, newest first. Versions outside it are assumed to
 // behave like the nearest one: the check has been the same since 9.x.
 var Rules = []Rule{
-	{18, 18, unlessExit0or1, "untracked child process", true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
-	{12, 17, unlessExit0or1, "server process", false, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
+	{18, 18, "untracked child process", true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
+	{12, 17, "server process", false, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
 }
 
-// unlessExit0or1: every signal and every exit code but 0 and 1.
-func unlessExit0or1(status event.ExitStatus) bool { return status.Signaled() || status.Code() > 1 }
+// Crashes reports whether a postmaster takes a child's exit with status for
+// a crash: every signal and every exit code from CrashExitCode up. The
+// same for every version in Rules.
+func Crashes(status event.ExitStatus) bool {
+	return status.Signaled() || status.Code() >= CrashExitCode
+}
 
 // RuleFor returns the rule for a major version; 0 means unknown, treated as
 // the oldest rule (the same decision, an older log wording).
@@ -68,25 +76,11 @@ func RuleFor(major int) Rule {
 	return Rules[len(Rules)-1]
 }
 
-// ChildExitCrashes reports whether a postmaster of the given major version
-// runs crash recovery when a child ends with status. Backends and most
-// auxiliary processes follow the same check; the exceptions, restarted
-// without a crash, are the logger (every version), the statistics collector
-// (up to 14) and the archiver (up to 14), which the kernel cannot tell
-// apart: the crash-restart-confirmed record says whether it happened.
-func ChildExitCrashes(major int, status event.ExitStatus) bool {
-	return RuleFor(major).Crashes(status)
-}
-
-// LogLine is what the postmaster logs at LOG level about the exit of a child
-// it never forked, with nsPid the pid as the postmaster sees it (in its own
-// namespace); "" where it logs nothing at that level (exit 0 or 1 before 18).
+// LogLine is what the postmaster logs at LOG level about the exit of a
+// child it never forked, with nsPid the pid as the postmaster sees it (in
+// its own namespace), when it logs it (Reaped.Logged says).
 func LogLine(major int, nsPid uint32, status event.ExitStatus) string {
-	rule := RuleFor(major)
-	if !rule.Crashes(status) && !rule.LogsCleanExit {
-		return ""
-	}
-	subject := rule.LogSubject
+	subject := RuleFor(major).LogSubject
 	if status.Signaled() {
 		return fmt.Sprintf("%s (PID %d) was terminated by signal %d: %s", subject, nsPid, status.Signal(), signalDescription(status))
 	}

@@ -3,6 +3,8 @@ package verdict
 import (
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/orphanwatch/orphanwatch/internal/event"
 )
 
@@ -17,17 +19,15 @@ const (
 	segvCor = event.ExitStatus(0x80 | 11)
 )
 
-// The rule PostgreSQL 12-18 apply to a child they did not fork (verified on
+// The rule PostgreSQL 12-18 apply to a child's exit (verified on
 // PostgreSQL 15 here: SIGPIPE, SIGTERM and exit 3 crash-restart, exit 1 does not).
-func TestChildExitCrashesPerVersion(t *testing.T) {
-	for major := 12; major <= 18; major++ {
-		for status, want := range map[event.ExitStatus]bool{
-			exit0: false, exit1: false, exit2: true, exit3: true,
-			sigpipe: true, sigterm: true, sigkill: true, segvCor: true,
-		} {
-			if got := ChildExitCrashes(major, status); got != want {
-				t.Errorf("PostgreSQL %d, %v: crashes = %v, want %v", major, status, got, want)
-			}
+func TestCrashes(t *testing.T) {
+	for status, want := range map[event.ExitStatus]bool{
+		exit0: false, exit1: false, exit2: true, exit3: true,
+		sigpipe: true, sigterm: true, sigkill: true, segvCor: true,
+	} {
+		if got := Crashes(status); got != want {
+			t.Errorf("%v: crashes = %v, want %v", status, got, want)
 		}
 	}
 	// Unknown or out-of-table versions fall back to the nearest rule.
@@ -49,11 +49,11 @@ func TestLogLineWordingPerVersion(t *testing.T) {
 	}{
 		{15, sigpipe, "server process (PID 9) was terminated by signal 13: Broken pipe"},
 		{12, sigterm, "server process (PID 9) was terminated by signal 15: Terminated"},
+		{13, sigkill, "server process (PID 9) was terminated by signal 9: Killed"},
 		{17, exit3, "server process (PID 9) exited with exit code 3"},
 		{18, sigpipe, "untracked child process (PID 9) was terminated by signal 13: Broken pipe"},
 		{18, exit3, "untracked child process (PID 9) exited with exit code 3"},
-		{15, event.ExitStatus(1 << 8), ""}, // not logged at LOG level before 18
-		{18, event.ExitStatus(1 << 8), "untracked child process (PID 9) exited with exit code 1"},
+		{18, exit1, "untracked child process (PID 9) exited with exit code 1"},
 	}
 	for _, tt := range tests {
 		if got := LogLine(tt.major, 9, tt.status); got != tt.want {
@@ -62,49 +62,140 @@ func TestLogLineWordingPerVersion(t *testing.T) {
 	}
 }
 
-func TestOnExit(t *testing.T) {
-	tests := []struct {
-		name string
-		f    ExitFacts
-		want Decision
-	}{
-		{"adoptee killed by SIGPIPE", ExitFacts{Status: sigpipe, ParentIsPostmaster: true, PostmasterMajor: 15, Origin: OriginAdopted}, Decision{CrashRestart, true}},
-		{"adoptee exit 3", ExitFacts{Status: exit3, ParentIsPostmaster: true, Origin: OriginAdopted}, Decision{CrashRestart, true}},
-		{"adoptee exit 1", ExitFacts{Status: exit1, ParentIsPostmaster: true, Origin: OriginAdopted}, Decision{Adopted, true}},
-		{"adoptee exit 0", ExitFacts{Status: exit0, ParentIsPostmaster: true, Origin: OriginAdopted}, Decision{Adopted, true}},
-		{"unknown origin, not postgres: an adoptee", ExitFacts{Status: sigterm, ParentIsPostmaster: true}, Decision{CrashRestart, true}},
-		{"unknown origin, postgres binary: a backend", ExitFacts{Status: exit1, ParentIsPostmaster: true, IsServerBinary: true}, Decision{Exit, false}},
-		{"backend killed -9", ExitFacts{Status: sigkill, ParentIsPostmaster: true, Origin: OriginForked}, Decision{ServerCrash, true}},
-		{"backend ends normally", ExitFacts{Status: exit0, ParentIsPostmaster: true, Origin: OriginForked}, Decision{Exit, false}},
-		{"backend told to quit by the postmaster", ExitFacts{Status: exit2, ParentIsPostmaster: true, Origin: OriginForked, KilledByPostmaster: true}, Decision{Exit, false}},
-		{"OOM victim, already reported", ExitFacts{Status: sigkill, ParentIsPostmaster: true, Origin: OriginForked, OOMKilled: true}, Decision{Exit, false}},
-		{"postmaster exits", ExitFacts{Status: exit0, IsPostmaster: true}, Decision{PostmasterExit, true}},
-		{"not under a postmaster", ExitFacts{Status: sigpipe, Origin: OriginAdopted}, Decision{Exit, false}},
+// State follows postmaster.c: the first crash while running is acted on
+// and logged, the rest of the reset is ignored, the startup process's
+// clean exit ends the reset, and shutdowns change what a crash does.
+func TestStateMirrorsThePostmastersReaper(t *testing.T) {
+	adoptee := func(s event.ExitStatus) Child { return Child{Status: s} }
+	startup := func(start uint64) Child { return Child{Status: exit0, Tracked: true, ServerBinary: true, Start: start} }
+
+	var s State
+	if r := s.Reap(adoptee(exit1), 10); r.Crash || r.Logged || r.Ignored || s.Resetting {
+		t.Errorf("exit 1 while running: %+v, state %+v", r, s)
 	}
-	for _, tt := range tests {
-		if got := OnExit(tt.f); got != tt.want {
-			t.Errorf("%s: OnExit = %+v, want %+v", tt.name, got, tt.want)
-		}
+	if r := s.Reap(adoptee(sigpipe), 20); !r.Crash || !r.Logged || !s.Resetting || s.ResetAt != 20 {
+		t.Errorf("first crash: %+v, state %+v", r, s)
+	}
+	if r := s.Reap(adoptee(exit2), 21); r.Crash || r.Logged || !r.Ignored {
+		t.Errorf("a casualty of the reset: %+v", r)
+	}
+	if r := s.Reap(Child{Status: exit2, Tracked: true, ServerBinary: true, Start: 5}, 22); !r.Ignored {
+		t.Errorf("a backend told to quit: %+v", r)
+	}
+	// A backend that ended cleanly just before the crash, reaped during it,
+	// started long before: not the startup process.
+	if r := s.Reap(startup(5), 23); r.RecoveryEnded || !s.Resetting {
+		t.Errorf("an old child's clean exit ended the reset: %+v", r)
+	}
+	if r := s.Reap(adoptee(exit0), 24); r.RecoveryEnded {
+		t.Errorf("an adoptee's clean exit ended the reset: %+v", r)
+	}
+	if r := s.Reap(startup(25), 30); !r.RecoveryEnded || s.Resetting {
+		t.Errorf("the startup process did not end the reset: %+v, state %+v", r, s)
+	}
+	if r := s.Reap(adoptee(sigterm), 40); !r.Crash || !r.Logged {
+		t.Errorf("a new crash after recovery: %+v", r)
 	}
 }
 
-func TestOnAdoption(t *testing.T) {
+func TestStateInShutdowns(t *testing.T) {
+	// A fast shutdown still acts on a crash (and logs it), then stops.
+	s := State{Major: 15}
+	s.Signal(unix.SIGINT)
+	if r := s.Reap(Child{Status: sigterm}, 10); !r.Crash || !r.Logged {
+		t.Errorf("crash in a fast shutdown: %+v", r)
+	}
+	if r := s.Reap(Child{Status: exit0, Tracked: true, ServerBinary: true, Start: 11}, 12); r.RecoveryEnded {
+		t.Error("a startup process's exit during a shutdown does not end a reset")
+	}
+	// An immediate shutdown ignores every death, and its fan-out is no crash.
+	s = State{Major: 15}
+	s.Signal(unix.SIGQUIT)
+	if s.FanOut(10) || s.Resetting {
+		t.Error("an immediate shutdown's fan-out taken for a crash")
+	}
+	if r := s.Reap(Child{Status: sigkill}, 11); r.Crash || !r.Ignored {
+		t.Errorf("death during an immediate shutdown: %+v", r)
+	}
+	// Signals only raise the level.
+	s = State{}
+	s.Signal(unix.SIGQUIT)
+	s.Signal(unix.SIGTERM)
+	if s.Shutdown != ImmediateShutdown {
+		t.Errorf("shutdown %v after QUIT then TERM", s.Shutdown)
+	}
+	// A smart shutdown of 12-14 ends with a SIGQUIT to the stats collector.
+	s = State{}
+	s.Signal(unix.SIGTERM)
+	if s.FanOut(10) {
+		t.Error("a smart shutdown's late SIGQUIT taken for a crash")
+	}
+}
+
+func TestFanOutWithoutASeenCrashBeginsAReset(t *testing.T) {
+	var s State
+	if !s.FanOut(10) || !s.Resetting || s.ResetAt != 10 {
+		t.Errorf("unexplained fan-out: %+v", s)
+	}
+	if s.FanOut(11) {
+		t.Error("the rest of the fan-out is the same reset")
+	}
+}
+
+// PostgreSQL 18 logs an untracked child's clean exit, in every state.
+func TestCleanExitLoggedBy18(t *testing.T) {
+	s := State{Major: 18}
+	if r := s.Reap(Child{Status: exit1}, 1); !r.Logged || r.Crash {
+		t.Errorf("18, exit 1: %+v", r)
+	}
+	s.Reap(Child{Status: sigkill}, 2)
+	if r := s.Reap(Child{Status: exit0}, 3); !r.Logged {
+		t.Errorf("18, exit 0 during a reset: %+v", r)
+	}
+	if r := s.Reap(Child{Status: exit0, Tracked: true}, 4); r.Logged {
+		t.Errorf("18, a server process's exit 0: %+v", r)
+	}
+}
+
+func TestOnDeath(t *testing.T) {
+	crash, ignored := Reaped{Crash: true, Logged: true}, Reaped{Ignored: true}
 	tests := []struct {
-		name string
-		f    AdoptionFacts
-		want Decision
+		name   string
+		f      DeathFacts
+		status event.ExitStatus
+		want   Decision
 	}{
-		{"live orphan to a postmaster", AdoptionFacts{NewParentIsPostmaster: true}, Decision{Adoption, true}},
-		{"live orphan to a container init", AdoptionFacts{NewParentIsContainerInit: true}, Decision{Adoption, true}},
-		{"live orphan to the host init", AdoptionFacts{}, Decision{Adoption, false}},
-		{"dead SIGPIPE orphan handed to a postmaster", AdoptionFacts{NewParentIsPostmaster: true, Zombie: true, Status: sigpipe}, Decision{CrashRestart, true}},
-		{"dead exit-0 orphan handed to a postmaster", AdoptionFacts{NewParentIsPostmaster: true, Zombie: true, Status: exit0}, Decision{Adopted, true}},
-		{"dead orphan handed to tini", AdoptionFacts{NewParentIsContainerInit: true, Zombie: true, Status: sigpipe}, Decision{Adoption, true}},
+		{"adoptee's crash while running", DeathFacts{Adoptee: true, Reaped: crash}, sigpipe, Decision{CrashRestart, true}},
+		{"adoptee's crash during a reset", DeathFacts{Adoptee: true, Reaped: ignored}, exit2, Decision{Casualty, true}},
+		{"adoptee exit 1", DeathFacts{Adoptee: true}, exit1, Decision{Adopted, true}},
+		{"backend killed -9 while running", DeathFacts{Reaped: crash}, sigkill, Decision{ServerCrash, true}},
+		{"backend told to quit", DeathFacts{Reaped: ignored}, exit2, Decision{Exit, false}},
+		{"backend ends normally", DeathFacts{}, exit0, Decision{Exit, false}},
+		{"OOM victim, already reported", DeathFacts{Adoptee: true, OOMKilled: true, Reaped: crash}, sigkill, Decision{Exit, false}},
 	}
 	for _, tt := range tests {
-		if got := OnAdoption(tt.f); got != tt.want {
-			t.Errorf("%s: OnAdoption = %+v, want %+v", tt.name, got, tt.want)
+		if got := OnDeath(tt.f, tt.status); got != tt.want {
+			t.Errorf("%s: OnDeath = %+v, want %+v", tt.name, got, tt.want)
 		}
+	}
+	for o, want := range map[Origin]bool{OriginAdopted: true, OriginForked: false} {
+		if IsAdoptee(o, true) != want {
+			t.Errorf("IsAdoptee(%v)", o)
+		}
+	}
+	if !IsAdoptee(OriginUnknown, false) || IsAdoptee(OriginUnknown, true) {
+		t.Error("unknown origin: an adoptee unless it runs the server binary")
+	}
+}
+
+// The default view is about postmasters: an adoption by anyone else is
+// shown only with --all.
+func TestOnAdoption(t *testing.T) {
+	if d := OnAdoption(AdoptionFacts{NewParentIsPostmaster: true}); d != (Decision{Adoption, true}) {
+		t.Errorf("to a postmaster: %+v", d)
+	}
+	if d := OnAdoption(AdoptionFacts{}); d.Flagged {
+		t.Errorf("to a container's init: %+v", d)
 	}
 }
 
@@ -149,9 +240,34 @@ func TestOnPostmasterStartAndOOM(t *testing.T) {
 		t.Errorf("ns pid 7: %+v", d)
 	}
 	for role, crash := range map[OOMRole]bool{RolePostmaster: false, RoleServer: true, RoleAdopted: true, RoleOther: false} {
-		d, c := OnOOM(role)
+		d, c := OnOOM(OOMFacts{Role: role})
 		if d.Verdict != OOMKill || c != crash || d.Flagged != (role != RoleOther) {
 			t.Errorf("OnOOM(%s) = %+v, %v", role, d, c)
 		}
+	}
+	// A group OOM kill takes the postmaster too, unless it is at -1000:
+	// then nothing restarts but the container.
+	if _, c := OnOOM(OOMFacts{Role: RoleServer, GroupKill: true, PostmasterShares: true}); c {
+		t.Error("group kill of an unprotected postmaster's container predicted a crash-restart")
+	}
+	if _, c := OnOOM(OOMFacts{Role: RoleServer, GroupKill: true, PostmasterShares: true, PostmasterProtected: true}); !c {
+		t.Error("group kill sparing a -1000 postmaster: it reaps the backends and crash-restarts")
+	}
+}
+
+// Every verdict has a descriptor, and the serious ones say what to do.
+func TestDescriptors(t *testing.T) {
+	seen := map[Verdict]bool{}
+	for _, d := range All {
+		if seen[d.Verdict] {
+			t.Errorf("%s described twice", d.Verdict)
+		}
+		seen[d.Verdict] = true
+		if d.Story && d.Verdict != ServerCrash && d.Fix == "" {
+			t.Errorf("%s tells a story without a fix", d.Verdict)
+		}
+	}
+	if Describe("no-such").Verdict != "" {
+		t.Error("an unknown verdict has a descriptor")
 	}
 }

@@ -1,0 +1,111 @@
+package verdict
+
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/orphanwatch/orphanwatch/internal/event"
+)
+
+// Shutdown is how far a postmaster has been asked to stop: postmaster.c's
+// Shutdown, raised by the signals pg_ctl stop sends and never lowered.
+type Shutdown int
+
+const (
+	NoShutdown        Shutdown = iota
+	SmartShutdown              // SIGTERM: wait for clients to leave
+	FastShutdown               // SIGINT: end sessions, then stop
+	ImmediateShutdown          // SIGQUIT: SIGQUIT every child, exit without checkpoint
+)
+
+// ShutdownFor is the shutdown a signal to the postmaster asks for.
+func ShutdownFor(sig unix.Signal) Shutdown {
+	switch sig {
+	case unix.SIGTERM:
+		return SmartShutdown
+	case unix.SIGINT:
+		return FastShutdown
+	case unix.SIGQUIT:
+		return ImmediateShutdown
+	}
+	return NoShutdown
+}
+
+// State is what a postmaster's reaper decides on (postmaster.c): whether
+// it is recovering from a crash (FatalError) and how far it has been asked
+// to stop (Shutdown). It is fed, in order, the reaps and signals the kernel
+// reports; see the comment on Rules for the source.
+type State struct {
+	Major int // PostgreSQL major version, 0 while unknown
+	// Resetting is FatalError: from a crash it acted on until its startup
+	// process ends crash recovery.
+	Resetting bool
+	Shutdown  Shutdown
+	// ResetAt is when the reset began (boot ns): the crash's reap, or the
+	// SIGQUIT fan-out when the crash itself was not seen.
+	ResetAt uint64
+}
+
+// Child is what a reap tells about the child reaped.
+type Child struct {
+	Status event.ExitStatus
+	// Tracked: the postmaster forked it (a server process), so it knows the
+	// pid; an adoptee is untracked, logged as an unknown child.
+	Tracked bool
+	Start   uint64 // boot ns it started
+	// ServerBinary: it runs the postgres binary, as the startup process does.
+	ServerBinary bool
+}
+
+// Reaped is what the postmaster does about one reap.
+type Reaped struct {
+	// Crash: it takes the death for a crash and acts on it (logs it, tells
+	// every server process to quit, resets or, shutting down, stops).
+	Crash bool
+	// Logged: it logs the death at LOG level (an untracked child's LogLine).
+	Logged bool
+	// RecoveryEnded: this was the startup process ending crash recovery:
+	// PostgreSQL is running again.
+	RecoveryEnded bool
+	// Ignored: a crash status it ignores, because it is already resetting or
+	// stopping immediately.
+	Ignored bool
+}
+
+// Reap applies a child's death at (boot ns) as the postmaster's reaper
+// does, and says what it did.
+func (s *State) Reap(c Child, at uint64) Reaped {
+	if Crashes(c.Status) {
+		if s.Resetting || s.Shutdown == ImmediateShutdown {
+			return Reaped{Ignored: true}
+		}
+		s.Resetting, s.ResetAt = true, at
+		return Reaped{Crash: true, Logged: true}
+	}
+	r := Reaped{Logged: !c.Tracked && RuleFor(s.Major).LogsCleanExit}
+	// The startup process is forked once every child of the crash is gone,
+	// runs the server binary, and exits 0 when recovery is done; during a
+	// shutdown its exit does not clear FatalError.
+	if s.Resetting && s.Shutdown == NoShutdown && c.Status == 0 && c.ServerBinary && c.Start > s.ResetAt {
+		s.Resetting = false
+		r.RecoveryEnded = true
+	}
+	return r
+}
+
+// Signal applies a signal the postmaster was sent.
+func (s *State) Signal(sig unix.Signal) {
+	s.Shutdown = max(s.Shutdown, ShutdownFor(sig))
+}
+
+// FanOut applies the postmaster's SIGQUIT (or SIGABRT) to its own children
+// at (boot ns), and reports whether it began a reset no reaped crash
+// explains: the crash itself was not seen. Immediate shutdowns fan out the
+// same way; a smart shutdown on PostgreSQL 12-14 ends with a SIGQUIT to the
+// statistics collector: neither is a crash.
+func (s *State) FanOut(at uint64) (unexplained bool) {
+	if s.Resetting || s.Shutdown != NoShutdown {
+		return false
+	}
+	s.Resetting, s.ResetAt = true, at
+	return true
+}
