@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -581,5 +583,63 @@ func BenchmarkHandleExitReportedAsJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		f.agent.Handle(ev)
+	}
+}
+
+// A container OOM-killed as a group (memory.oom.group=1 on cgroup v2, the
+// Kubernetes default since 1.28): the kernel kills every process of the
+// cgroup, the postmaster too unless its oom_score_adj is -1000. A recorded
+// sequence, as cgroup v2 cannot be set up here: a backend, then the
+// postmaster itself, chosen in the same group kill.
+func TestGroupOOMKillIsNoCrashRestart(t *testing.T) {
+	for _, protected := range []bool{false, true} {
+		f := newFixture(t, false)
+		if protected {
+			if err := os.WriteFile(filepath.Join(f.proc.Root, "100", "oom_score_adj"), []byte("-1000\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.postmasterExec()
+		backend := &event.Event{Kind: event.KindOOM, Time: 55e7, Flags: event.HasBirth, Task: task(101, 30, 21, "postgres"), Parent: postmaster}
+		backend.Birth.Flags = event.BirthForked
+		backend.Birth.Ancestry[0].PID = 100
+		backend.OOM.Flags = event.OOMGroup | event.OOMMemcg
+		f.agent.Handle(backend)
+		rs := f.sink.byVerdict("oom-kill")
+		if len(rs) != 1 || rs[0].OOM == nil || !rs[0].OOM.GroupKill || rs[0].CrashRestart != protected {
+			t.Fatalf("protected %v: oom-kill = %+v, want a group kill with crash_restart %v", protected, rs, protected)
+		}
+		if !protected && !strings.Contains(rs[0].Summary, "the postmaster too") {
+			t.Errorf("summary %q does not say the postmaster goes too", rs[0].Summary)
+		}
+		// The backend's SIGKILL exit is this incident, not another record.
+		f.agent.Handle(childExit(56e7, task(101, 30, 21, "postgres"), event.ExitStatus(unix.SIGKILL), 100))
+		if n := len(f.sink.byVerdict("server-crash")); n != 0 {
+			t.Errorf("protected %v: the OOM victim's exit reported again as a server crash", protected)
+		}
+	}
+}
+
+// A postmaster whose start event was lost (ring buffer full) is found by
+// the next sweep: watched from then on, reported, and counted.
+func TestSweepRediscoversAPostmasterWhoseStartWasLost(t *testing.T) {
+	f := newFixture(t, false)
+	if _, err := f.agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.proc.Add(procfstest.Proc{PID: 200, PPID: 10, Comm: "postgres", Start: 30, Exe: pgBin, Argv: []string{pgBin, "-D", "/data2"}, NSpid: []int{200, 1}, DataDir: "/data2", Major: 15})
+	f.agent.sweep()
+	if f.kernel.watched[200] != 30 {
+		t.Fatalf("kernel watches %v, want the rediscovered postmaster 200", f.kernel.watched)
+	}
+	if s := f.agent.Stats(); s.Rediscovered != 1 {
+		t.Errorf("rediscovered = %d, want 1", s.Rediscovered)
+	}
+	if rs := f.sink.byVerdict("postmaster-pid1"); len(rs) != 1 || rs[0].PID != 200 || rs[0].Kind != "running" {
+		t.Errorf("records = %+v", f.sink.records)
+	}
+	f.agent.sweep() // known now: not found again
+	if s := f.agent.Stats(); s.Rediscovered != 1 {
+		t.Errorf("rediscovered = %d after a second sweep, want 1", s.Rediscovered)
 	}
 }
