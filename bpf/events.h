@@ -17,6 +17,8 @@ enum event_kind {
 	EVENT_EXEC = 3,     /* a postgres/postmaster binary was executed */
 	EVENT_SIGNAL = 4,   /* a terminating signal sent by or to a watched postmaster */
 	EVENT_OOM = 5,      /* the OOM killer chose a victim (oom:mark_victim) */
+	EVENT_ZOMBIE = 6,   /* a watched postmaster's child became a zombie (its SIGCHLD was sent) */
+	EVENT_REAPING = 7,  /* a watched postmaster took delivery of SIGCHLD: it reaps its zombies now */
 };
 
 /* task_ref.flags */
@@ -36,9 +38,6 @@ enum event_flag {
 	EVENT_CGROUP_V1 = 1 << 4,       /* cgroup is the v1 memory controller's, not v2 */
 	EVENT_PARENT_EXITING = 1 << 5,  /* exit: its parent was dying too; parent is the reaper it goes to */
 	EVENT_DEAD = 1 << 6,            /* adoption: the orphan is dead or dying; exit_status is final */
-	/* exit or dead adoption: its father, dying too, is a child of the same
-	 * new parent and dies of a crash status (previous is the father) */
-	EVENT_FATHER_CRASHED = 1 << 7,
 };
 
 /* watch.flags: a watched postmaster's state */
@@ -47,6 +46,8 @@ enum watch_flag {
 	 * fan-out) until user space sees recovery end: its children's clean
 	 * exits matter then, as its startup process's ends the reset. */
 	WATCH_RESETTING = 1 << 0,
+	/* A zombie event was sent since the postmaster last took SIGCHLD. */
+	WATCH_ZOMBIES = 1 << 1,
 };
 
 /* birth.flags */
@@ -171,8 +172,10 @@ struct event {
 	__u32 flags;        /* enum event_flag */
 	__u32 exit_status;  /* as wait(2) reports it: (code << 8) | 0x80 core | signal */
 	__u32 _pad;
-	struct task_ref task;     /* the process the event is about */
-	struct task_ref parent;   /* exit: parent at death; adoption: new parent; signal: sender */
+	struct task_ref task;     /* the process the event is about; zombie: only ns_pid (in the
+				   * postmaster's namespace) when handed over by a dying father */
+	struct task_ref parent;   /* exit: parent at death; adoption: new parent; signal: sender;
+				   * zombie, reaping: the postmaster */
 	struct task_ref previous; /* adoption, and exit with EVENT_PARENT_EXITING: the parent that died */
 	struct cgroup_ref cgroup;
 	struct signal_info signal;

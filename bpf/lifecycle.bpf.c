@@ -229,17 +229,6 @@ static __always_inline bool is_watched(struct task_struct *t)
 	return watch_of(BPF_CORE_READ(t, tgid), process_start_ns(t)) != 0;
 }
 
-/* Whether a dying father is a child of the reaper its orphans go to, and
- * dies of a crash status: then its death and an orphan's reach the reaper
- * together (exit_notify() hands the orphans over and makes the father a
- * zombie under one lock), and the reaper, which reaps in the order of its
- * children list, reaps the father first. User space orders them so. */
-static __always_inline bool father_crashed_under(struct task_struct *father, struct task_struct *reaper)
-{
-	return BPF_CORE_READ(father, real_parent, tgid) == BPF_CORE_READ(reaper, tgid) &&
-	       status_crashes(exit_status_of(father));
-}
-
 enum handover {
 	HANDOVER_NONE = 0,  /* the orphan leaves the process now: just report it */
 	HANDOVER_FINAL = 1, /* it leaves now, unless an earlier thread reported it */
@@ -289,8 +278,6 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, _
 	if (dead) {
 		e->flags |= EVENT_DEAD;
 		e->exit_status = exit_status_of(child);
-		if (father_crashed_under(father, reaper))
-			e->flags |= EVENT_FATHER_CRASHED;
 	}
 	read_history(&key, bpf_map_lookup_elem(&births, &key), e);
 	if (!(e->birth.fork.flags & BIRTH_FORKED))
@@ -398,8 +385,6 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 			parent_start = process_start_ns(reaper);
 			BPF_CORE_READ_INTO(&parent_comm, reaper, group_leader, comm);
 			event_flags |= EVENT_PARENT_EXITING;
-			if (father_crashed_under(father, reaper))
-				event_flags |= EVENT_FATHER_CRASHED;
 			claim = true; /* the parent's own exit may report this death */
 		}
 	}

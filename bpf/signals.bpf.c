@@ -3,7 +3,15 @@
 /* Who sent the signal that killed a process: recorded at signal_generate,
  * marked when it is delivered with the default action, joined to the exit by
  * lifecycle.bpf.c. Terminating signals sent by or to a postmaster are also
- * reported as they happen: that is how a crash-restart looks from outside. */
+ * reported as they happen: that is how a crash-restart looks from outside.
+ *
+ * And the SIGCHLD of a watched postmaster, which says in which order it
+ * reaps: a child becomes a zombie and sends its parent SIGCHLD in one step
+ * (exit_notify, or a dying father handing a zombie over), and the
+ * postmaster's reaper, run when it takes SIGCHLD, reaps the zombies there
+ * are then in the order of its children list. Which death it blames for a
+ * crash, and which it ignores in the reset, follows from that order, not
+ * from the order the processes began to exit. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -11,6 +19,7 @@
 
 #include "events.h"
 #include "maps.h"
+#include "postgres.h"
 #include "task.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -25,6 +34,10 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define SIGABRT 6
 #define SIGKILL 9
 #define SIGTERM 15
+#define SIGCHLD 17 /* x86 and arm64 */
+#define CLD_EXITED 1 /* include/uapi/asm-generic/siginfo.h */
+#define CLD_KILLED 2
+#define CLD_DUMPED 3
 #define SI_KERNEL 0x80
 #define SI_USER 0
 #define SEND_SIG_PRIV ((struct kernel_siginfo *)1) /* include/linux/sched/signal.h */
@@ -46,10 +59,59 @@ static __always_inline bool shutdown_signal(int sig)
 	return sig == SIGQUIT || sig == SIGABRT || sig == SIGKILL || sig == SIGTERM || sig == SIGINT;
 }
 
+/* A child of a watched postmaster became a zombie: do_notify_parent() is
+ * sending it SIGCHLD, with the child's pid in the postmaster's namespace and
+ * its status in the siginfo. Reported when the postmaster will take it for a
+ * crash, or while it resets (the startup process's clean exit ends that).
+ * One compare of the parent's comm for everyone else. */
+static __always_inline int notice_zombie(__u64 info_addr, struct task_struct *parent)
+{
+	if (!comm_is_server(parent->comm))
+		return 0;
+	struct watch *w = watch_of(parent->tgid, parent->group_leader->start_boottime);
+	if (!w || !info_addr)
+		return 0;
+	struct kernel_siginfo *info = (struct kernel_siginfo *)info_addr;
+	int code = BPF_CORE_READ(info, si_code);
+	int value = BPF_CORE_READ(info, _sifields._sigchld._status);
+	__u32 status;
+	if (code == CLD_EXITED)
+		status = (value & 0xff) << 8;
+	else if (code == CLD_KILLED || code == CLD_DUMPED)
+		status = (value & 0x7f) | (code == CLD_DUMPED ? 0x80 : 0);
+	else
+		return 0; /* stopped or continued: no death */
+	if (!status_crashes(status) && !(w->flags & WATCH_RESETTING))
+		return 0;
+	struct event *e = reserve_event(EVENT_ZOMBIE);
+	if (!e)
+		return 0;
+	e->exit_status = status;
+	__u32 ns_pid = BPF_CORE_READ(info, _sifields._sigchld._pid);
+	/* The child itself, or a dying father handing its zombie over. */
+	read_task_ref((struct task_struct *)bpf_get_current_task(), &e->task);
+	if (e->task.ns_pid != ns_pid || e->task.ns_level != BPF_CORE_READ(parent, thread_pid, level)) {
+		__builtin_memset(&e->task, 0, sizeof(e->task));
+		e->task.ns_pid = ns_pid;
+	}
+	read_task_ref(parent, &e->parent);
+	bpf_ringbuf_submit(e, 0);
+	w->flags |= WATCH_ZOMBIES;
+	return 0;
+}
+
 SEC("tp_btf/signal_generate")
 int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	     struct task_struct *task, int group, int result)
 {
+	/* info is a pointer, or one of the special values 0 (SEND_SIG_NOINFO:
+	 * kernel code signalling for the process, e.g. pipe_write's SIGPIPE) and
+	 * 1 (SEND_SIG_PRIV). The verifier takes a tp_btf pointer argument for
+	 * non-NULL and would drop the NULL branch: compare its value as a number. */
+	__u64 info_addr = 0;
+	bpf_probe_read_kernel(&info_addr, sizeof(info_addr), &ctx[1]);
+	if (sig == SIGCHLD)
+		return notice_zombie(info_addr > (__u64)SEND_SIG_PRIV ? info_addr : 0, task);
 	/* A signal that is not queued must not overwrite the sender of the one
 	 * that is. */
 	if (!terminates_by_default(sig) || result == TRACE_SIGNAL_IGNORED ||
@@ -63,12 +125,6 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 		.sender_tgid = BPF_CORE_READ(sender, tgid),
 	};
 	bpf_get_current_comm(&s.sender_comm, sizeof(s.sender_comm));
-	/* info is a pointer, or one of the special values 0 (SEND_SIG_NOINFO:
-	 * kernel code signalling for the process, e.g. pipe_write's SIGPIPE) and
-	 * 1 (SEND_SIG_PRIV). The verifier takes a tp_btf pointer argument for
-	 * non-NULL and would drop the NULL branch: compare its value as a number. */
-	__u64 info_addr = 0;
-	bpf_probe_read_kernel(&info_addr, sizeof(info_addr), &ctx[1]);
 	if (info_addr == (__u64)SEND_SIG_PRIV)
 		s.code = SI_KERNEL;
 	else if (info_addr)
@@ -112,9 +168,31 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	return 0;
 }
 
+/* A watched postmaster takes SIGCHLD: its reaper runs now (a handler up to
+ * PostgreSQL 15, a latch its main loop answers at once from 16) and reaps
+ * the zombies reported since, in the order of its children list. */
+static __always_inline int notice_reaping(void)
+{
+	struct task_struct *pm = bpf_get_current_task_btf();
+	if (!comm_is_server(pm->comm))
+		return 0;
+	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
+	if (!w || !(w->flags & WATCH_ZOMBIES))
+		return 0;
+	w->flags &= ~WATCH_ZOMBIES;
+	struct event *e = reserve_event(EVENT_REAPING);
+	if (!e)
+		return 0;
+	read_task_ref(pm, &e->parent);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
 SEC("tp_btf/signal_deliver")
 int BPF_PROG(handle_signal_deliver, int sig, struct kernel_siginfo *info, struct k_sigaction *ka)
 {
+	if (sig == SIGCHLD)
+		return notice_reaping();
 	/* A handler means the signal does not kill by itself. */
 	if (!terminates_by_default(sig) || ka->sa.sa_handler != 0 /* SIG_DFL */)
 		return 0;

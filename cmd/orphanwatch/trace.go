@@ -184,9 +184,9 @@ func printSummary(w io.Writer, pl *pipeline.Pipeline, elapsed time.Duration) {
 		fmt.Fprintf(w, "orphanwatch: reading the kernel counters: %v\n", err)
 		return
 	}
-	fmt.Fprintf(w, "orphanwatch: kernel saw %d forks and %d exits; lost events %d, malformed %d, birth records evicted %d, orphans not reported (too many children) %d, table evictions %d, mispredicted adoptions %d, fathers missed %d, postmasters rediscovered %d, unexplained crash-restarts %d\n",
+	fmt.Fprintf(w, "orphanwatch: kernel saw %d forks and %d exits; lost events %d, malformed %d, birth records evicted %d, orphans not reported (too many children) %d, table evictions %d, mispredicted adoptions %d, reaps missed %d, postmasters rediscovered %d, unexplained crash-restarts %d\n",
 		c.Forks, c.Exits, c.Lost, p.Malformed(), c.BirthsEvicted, c.ChildrenTruncated, pl.Table.Evicted(), stats.Mispredicted,
-		stats.FathersMissed, stats.Rediscovered, stats.Unexplained)
+		stats.ReapsMissed, stats.Rediscovered, stats.Unexplained)
 	if c.Lost > 0 {
 		fmt.Fprintf(w, "orphanwatch: WARNING: %d events were lost because the ring buffer was full: raise --ringbuf-size\n", c.Lost)
 	}

@@ -75,11 +75,11 @@ type Agent struct {
 	sinkErrors   atomic.Uint64
 	rediscovered atomic.Uint64
 	unexplained  atomic.Uint64
-	// fathersMissed: deaths held for their father's that was never seen.
-	fathersMissed atomic.Uint64
-	lostSeen      uint64 // the kernel's lost count when last looked at (reader goroutine)
-	resweep       chan struct{}
-	runs          map[event.ProcessKey]*run // per postmaster, under mu
+	// reapsMissed: deaths decided without seeing the postmaster reap them.
+	reapsMissed atomic.Uint64
+	lostSeen    uint64 // the kernel's lost count when last looked at (reader goroutine)
+	resweep     chan struct{}
+	runs        map[event.ProcessKey]*run // per postmaster, under mu
 }
 
 // New makes an agent.
@@ -132,7 +132,8 @@ func (a *Agent) reportRunning(postmasters []*lineage.Postmaster) {
 
 // Run reads events until ctx ends, sweeping the table now and then (and
 // soon after the kernel loses events). read is the probe's Read. Before it
-// returns, deaths still held are decided and every record is flushed.
+// returns, deaths still waiting for their reaping are decided and every
+// record is flushed.
 func (a *Agent) Run(ctx context.Context, read func(context.Context, func(*event.Event), func()) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -187,7 +188,7 @@ func (a *Agent) locked(fn func()) {
 // sweep forgets processes and postmasters that are gone without their exit
 // being reported (the kernel reports only exits that can matter, and a full
 // ring buffer drops some), watches postmasters whose start was not seen, and
-// decides deaths held too long.
+// decides deaths whose reaping was not seen.
 func (a *Agent) sweep() {
 	procs, gone := a.cfg.Table.Sweep()
 	found, err := a.cfg.Table.Discover()
@@ -204,7 +205,7 @@ func (a *Agent) sweep() {
 			a.watch(pm)
 		}
 		a.reportRunning(found)
-		a.settle(holdFor)
+		a.settle(reapWait)
 		a.flush()
 	})
 	if procs+len(gone) > 0 {
@@ -265,6 +266,10 @@ func (a *Agent) Handle(ev *event.Event) {
 		a.onOOM(ev)
 	case event.KindSignal:
 		a.onSignal(ev)
+	case event.KindZombie:
+		a.onZombie(ev)
+	case event.KindReaping:
+		a.onReaping(ev)
 	}
 }
 
@@ -372,9 +377,9 @@ type Stats struct {
 	Rediscovered uint64
 	// Unexplained: crash-restarts PostgreSQL performed whose culprit was not seen.
 	Unexplained uint64
-	// FathersMissed: orphans' deaths held for their father's, decided
-	// without it (its event lost).
-	FathersMissed uint64
+	// ReapsMissed: deaths decided without seeing the postmaster reap them
+	// (an event lost): in the order they died, which may not be its.
+	ReapsMissed uint64
 }
 
 func (a *Agent) Stats() Stats {
@@ -390,6 +395,6 @@ func (a *Agent) Stats() Stats {
 	s.SinkErrors = a.sinkErrors.Load()
 	s.Rediscovered = a.rediscovered.Load()
 	s.Unexplained = a.unexplained.Load()
-	s.FathersMissed = a.fathersMissed.Load()
+	s.ReapsMissed = a.reapsMissed.Load()
 	return s
 }

@@ -137,6 +137,11 @@ func TestSeedIncidentVerdictAndRecord(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
 	f.agent.Handle(psqlExit())
+	if rs := f.sink.byVerdict("crash-restart"); len(rs) != 0 {
+		t.Fatalf("decided before the postmaster reaped it: %+v", rs)
+	}
+	f.agent.Handle(zombieOf(psqlExit()))
+	f.agent.Handle(reaping(51e7))
 	rs := f.sink.byVerdict("crash-restart")
 	if len(rs) != 1 {
 		t.Fatalf("crash-restart records: %+v", f.sink.records)
@@ -199,7 +204,32 @@ func childExit(at uint64, child event.Task, status event.ExitStatus, parentAtBir
 func (f *fixture) startupEnds(at uint64) {
 	startup := task(110, 40, 0, "postgres")
 	startup.Start = at - 5e6 // forked once the crash's children were gone
-	f.agent.Handle(childExit(at, startup, 0, 100))
+	f.die(childExit(at, startup, 0, 100))
+}
+
+// zombieOf is the kernel's report that a dying child of the postmaster
+// became a zombie (its SIGCHLD sent).
+func zombieOf(ev *event.Event) *event.Event {
+	return &event.Event{Kind: event.KindZombie, Time: ev.Time + 1e5, Status: ev.Status, Task: ev.Task, Parent: postmaster}
+}
+
+// reaping is the postmaster taking SIGCHLD at (boot ns).
+func reaping(at uint64) *event.Event {
+	return &event.Event{Kind: event.KindReaping, Time: at, Parent: postmaster}
+}
+
+// die reports deaths as the kernel does: each beginning, each zombie (in
+// the same order), then the postmaster reaping them.
+func (f *fixture) die(deaths ...*event.Event) {
+	last := uint64(0)
+	for _, ev := range deaths {
+		f.agent.Handle(ev)
+		last = max(last, ev.Time)
+	}
+	for _, ev := range deaths {
+		f.agent.Handle(zombieOf(ev))
+	}
+	f.agent.Handle(reaping(last + 2e5))
 }
 
 // A crash-restart is confirmed when the startup process ends crash
@@ -208,7 +238,7 @@ func (f *fixture) startupEnds(at uint64) {
 func TestCrashRestartConfirmedWhenRecoveryEnds(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	f.agent.Handle(psqlExit())
+	f.die(psqlExit())
 	f.fanOut(50e7+1e6, 101, 102, 103)
 	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
 		t.Fatalf("confirmed before recovery ended: %+v", rs)
@@ -240,7 +270,7 @@ func TestCrashRestartConfirmedWhenRecoveryEnds(t *testing.T) {
 func TestConfirmedCountsOnlyThePostmastersChildren(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	f.agent.Handle(psqlExit())
+	f.die(psqlExit())
 	f.fanOut(50e7+1e6, 101, 102)
 	f.agent.Handle(quitFromPostmaster(50e7+2e6, task(120, 120, 30, "sh"), false)) // in the archiver's group
 	f.startupEnds(70e7)
@@ -272,7 +302,7 @@ func TestUnexplainedCrashRestart(t *testing.T) {
 func TestCrashThatStopsPostgresIsNotConfirmed(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	f.agent.Handle(psqlExit())
+	f.die(psqlExit())
 	f.fanOut(50e7+1e6, 101, 102)
 	f.agent.Handle(&event.Event{Kind: event.KindExit, Time: 70e7, Status: 1 << 8, Task: postmaster, Parent: task(10, 10, 5, "unshare")})
 	if rs := f.sink.byVerdict("crash-restart-confirmed"); len(rs) != 0 {
@@ -286,11 +316,10 @@ func TestCrashThatStopsPostgresIsNotConfirmed(t *testing.T) {
 func TestCasualtiesOfAResetAreNotCrashRestarts(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	f.agent.Handle(psqlExit())
+	f.die(psqlExit())
 	f.fanOut(50e7+1e6, 101, 102)
 	for i, pid := range []uint32{301, 302} {
-		ev := childExit(51e7+uint64(i)*1e6, task(pid, 10+pid, 41, "psql"), 2<<8, 299)
-		f.agent.Handle(ev)
+		f.die(childExit(51e7+uint64(i)*1e6, task(pid, 10+pid, 41, "psql"), 2<<8, 299))
 	}
 	if n := len(f.sink.byVerdict("crash-restart")); n != 1 {
 		t.Errorf("%d crash-restart records, want 1", n)
@@ -301,28 +330,26 @@ func TestCasualtiesOfAResetAreNotCrashRestarts(t *testing.T) {
 	}
 	// After recovery a new crash is a crash again.
 	f.startupEnds(70e7)
-	f.agent.Handle(childExit(90e7, task(303, 313, 85, "psql"), 2<<8, 299))
+	f.die(childExit(90e7, task(303, 313, 85, "psql"), 2<<8, 299))
 	if n := len(f.sink.byVerdict("crash-restart")); n != 2 {
 		t.Errorf("%d crash-restart records after recovery and a new crash, want 2", n)
 	}
 }
 
 // kill -9 of a process group: sh (adopted earlier) and its child psql die
-// together. The kernel hands psql to the postmaster in the same step that
-// makes sh a zombie; the postmaster reaps the older child, sh, first, and
-// blames it. psql's death, reported first, is held until sh's.
-func TestOrphanDyingWithItsFatherIsDecidedAfterIt(t *testing.T) {
+// together. exit_notify() hands psql to the postmaster and makes sh a zombie
+// in one step; the postmaster reaps the older child, sh, first, and blames
+// it, though psql's death was reported first.
+func TestZombiesAreReapedOlderChildFirst(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
 	sh := task(290, 23, 30, "sh")
+	adopted := &event.Event{Kind: event.KindAdoption, Time: 40e7, Task: sh, Parent: postmaster, Previous: task(289, 22, 29, "sh")}
+	f.agent.Handle(adopted) // sh joined the postmaster's children at 0.4 s
 	psql := childExit(50e7, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
-	psql.Flags |= event.ParentExiting | event.FatherCrashed | event.Adopted
+	psql.Flags |= event.ParentExiting | event.Adopted
 	psql.Previous = sh
-	f.agent.Handle(psql)
-	if len(f.sink.byVerdict("crash-restart")) != 0 {
-		t.Fatal("the orphan was decided before its father")
-	}
-	f.agent.Handle(childExit(50e7+1e5, sh, event.ExitStatus(unix.SIGKILL), 280))
+	f.die(psql, childExit(50e7+1e5, sh, event.ExitStatus(unix.SIGKILL), 289))
 	crash, cas := f.sink.byVerdict("crash-restart"), f.sink.byVerdict("casualty")
 	if len(crash) != 1 || crash[0].Comm != "sh" || crash[0].NSPid != 23 || len(cas) != 1 || cas[0].Comm != "psql" {
 		t.Fatalf("crash-restart %+v, casualty %+v: want sh blamed, psql a casualty", crash, cas)
@@ -332,38 +359,46 @@ func TestOrphanDyingWithItsFatherIsDecidedAfterIt(t *testing.T) {
 	}
 }
 
-// The father's death may reach the agent first: the orphan is then decided
-// at once.
-func TestOrphanAfterItsFathersDeathIsNotHeld(t *testing.T) {
+// A death that began first but whose zombie appeared after the postmaster
+// had reaped another (a big process's exit_mm, a thread group's last
+// thread): the postmaster blamed the other.
+func TestDeathsAreDecidedInTheOrderReaped(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	sh := task(290, 23, 30, "sh")
-	f.agent.Handle(childExit(50e7, sh, event.ExitStatus(unix.SIGKILL), 280))
-	psql := childExit(50e7+1e5, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
-	psql.Flags |= event.ParentExiting | event.FatherCrashed
-	psql.Previous = sh
-	f.agent.Handle(psql)
-	if cas := f.sink.byVerdict("casualty"); len(cas) != 1 {
-		t.Fatalf("records = %+v", f.sink.records)
+	slow := childExit(50e7, task(301, 31, 41, "psql"), event.ExitStatus(unix.SIGHUP), 299)
+	fast := childExit(50e7+1e6, task(302, 32, 42, "sleep"), event.ExitStatus(unix.SIGTERM), 299)
+	f.agent.Handle(slow)
+	f.agent.Handle(fast)
+	f.agent.Handle(zombieOf(fast))
+	f.agent.Handle(reaping(51e7))
+	f.agent.Handle(zombieOf(slow))
+	f.agent.Handle(reaping(52e7))
+	crash, cas := f.sink.byVerdict("crash-restart"), f.sink.byVerdict("casualty")
+	if len(crash) != 1 || crash[0].Comm != "sleep" || len(cas) != 1 || cas[0].Comm != "psql" {
+		t.Fatalf("crash-restart %+v, casualty %+v: want sleep blamed", crash, cas)
 	}
 }
 
-// A held death whose father's is never seen is decided by the sweep.
-func TestHeldDeathIsDecidedWithoutItsFather(t *testing.T) {
+// A zombie whose death was not seen (its event lost) is decided from the
+// zombie alone; a death whose reaping was not seen is decided by the sweep.
+func TestDeathsDecidedWithoutAllTheirEvents(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	psql := childExit(50e7, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
-	psql.Flags |= event.FatherCrashed
-	psql.Previous = task(290, 23, 30, "sh")
-	f.agent.Handle(psql)
+	f.agent.Handle(zombieOf(psqlExit()))
+	f.agent.Handle(reaping(51e7))
+	if rs := f.sink.byVerdict("crash-restart"); len(rs) != 1 || rs[0].NSPid != 9 || rs[0].PostgresLog == "" {
+		t.Fatalf("records = %+v", f.sink.records)
+	}
+	f.startupEnds(60e7)
+	f.agent.Handle(childExit(70e7, task(303, 33, 65, "psql"), 2<<8, 299))
 	f.agent.mu.Lock()
 	f.agent.settle(0)
 	f.agent.mu.Unlock()
-	if rs := f.sink.byVerdict("crash-restart"); len(rs) != 1 || rs[0].Comm != "psql" {
+	if rs := f.sink.byVerdict("crash-restart"); len(rs) != 2 {
 		t.Fatalf("records = %+v", f.sink.records)
 	}
-	if s := f.agent.Stats(); s.FathersMissed != 1 {
-		t.Errorf("fathers missed = %d", s.FathersMissed)
+	if s := f.agent.Stats(); s.ReapsMissed != 0 {
+		t.Errorf("reaps missed = %d: settling at stop is no miss", s.ReapsMissed)
 	}
 }
 
@@ -377,7 +412,7 @@ func TestCrashDuringAFastShutdown(t *testing.T) {
 	ev := psqlExit()
 	ev.Time, ev.Status = 61e7, event.ExitStatus(unix.SIGTERM)
 	ev.Signal = event.Signal{Signo: uint32(unix.SIGTERM), SenderPID: 100, Generated: 60e7}
-	f.agent.Handle(ev)
+	f.die(ev)
 	rs := f.sink.byVerdict("crash-restart")
 	if len(rs) != 1 || rs[0].CrashRestart || !strings.Contains(rs[0].Summary, "stops instead of restarting") {
 		t.Fatalf("records = %+v", f.sink.records)
@@ -388,16 +423,13 @@ func TestCrashDuringAFastShutdown(t *testing.T) {
 	}
 }
 
-// trace --duration ends right after a crash: Run decides what is held
-// before it returns, and nothing is written after.
-func TestRunSettlesHeldDeathsBeforeReturning(t *testing.T) {
+// trace --duration ends right after a crash: Run decides what waits for
+// its reaping before it returns.
+func TestRunSettlesWaitingDeathsBeforeReturning(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
 	read := func(ctx context.Context, handle func(*event.Event), idle func()) error {
-		psql := childExit(50e7, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
-		psql.Flags |= event.FatherCrashed
-		psql.Previous = task(290, 23, 30, "sh")
-		handle(psql)
+		handle(psqlExit())
 		idle()
 		return nil
 	}
@@ -447,10 +479,9 @@ func TestImmediateShutdownIsNotACrash(t *testing.T) {
 	f.postmasterExec()
 	f.agent.Handle(pgCtlStop(unix.SIGQUIT))
 	f.agent.Handle(quitFromPostmaster(60e7+1e6, task(101, 101, 21, "postgres"), true))
-	f.agent.Handle(childExit(61e7, task(101, 2, 21, "postgres"), 2<<8, 100))
 	ev := psqlExit()
 	ev.Time = 61e7
-	f.agent.Handle(ev)
+	f.die(childExit(61e7, task(101, 2, 21, "postgres"), 2<<8, 100), ev)
 	f.startupEnds(70e7)
 	for _, v := range []string{"crash-restart-confirmed", "crash-restart", "server-crash"} {
 		if rs := f.sink.byVerdict(v); len(rs) != 0 {
@@ -464,9 +495,9 @@ func TestImmediateShutdownIsNotACrash(t *testing.T) {
 func TestBackendsKilledByThePostmasterAreNotReported(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	f.agent.Handle(psqlExit())
+	f.die(psqlExit())
 	f.fanOut(50e7+1e6, 101)
-	f.agent.Handle(childExit(51e7, task(101, 2, 21, "postgres"), 2<<8, 100))
+	f.die(childExit(51e7, task(101, 2, 21, "postgres"), 2<<8, 100))
 	if rs := f.sink.byVerdict("server-crash"); len(rs) != 0 {
 		t.Errorf("a backend told to quit reported as a crash: %+v", rs)
 	}
@@ -476,7 +507,7 @@ func TestBackendsKilledByThePostmasterAreNotReported(t *testing.T) {
 func TestBackendKilledWhileRunningIsAServerCrash(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	f.agent.Handle(childExit(51e7, task(101, 2, 21, "postgres"), event.ExitStatus(unix.SIGKILL), 100))
+	f.die(childExit(51e7, task(101, 2, 21, "postgres"), event.ExitStatus(unix.SIGKILL), 100))
 	if rs := f.sink.byVerdict("server-crash"); len(rs) != 1 || !rs[0].CrashRestart || rs[0].PostgresLog != "" {
 		t.Errorf("records = %+v", f.sink.records)
 	}
@@ -488,7 +519,7 @@ func TestDeadOrphanHandedToThePostmasterIsACrash(t *testing.T) {
 	ev := &event.Event{Kind: event.KindAdoption, Time: 52e7, Status: event.ExitStatus(unix.SIGTERM), Flags: event.Dead}
 	ev.Task, ev.Parent, ev.Previous = task(500, 12, 45, "job"), postmaster, task(499, 11, 44, "sh")
 	ev.Parent.Flags = event.TaskNSReaper | event.TaskWatched
-	f.agent.Handle(ev)
+	f.die(ev)
 	rs := f.sink.byVerdict("crash-restart")
 	if len(rs) != 1 || rs[0].Signal != "SIGTERM" || rs[0].PreviousComm != "sh" || rs[0].PostgresLog == "" {
 		t.Errorf("records = %+v", f.sink.records)
@@ -508,8 +539,7 @@ func TestSecondPostmasterKilledIsACrashOfTheFirst(t *testing.T) {
 	if _, ok := f.kernel.watched[200]; !ok {
 		t.Fatal("the second postmaster is not watched")
 	}
-	ev := childExit(50e7, task(200, 20, 30, "postgres"), event.ExitStatus(unix.SIGKILL), 199)
-	f.agent.Handle(ev)
+	f.die(childExit(50e7, task(200, 20, 30, "postgres"), event.ExitStatus(unix.SIGKILL), 199))
 	if rs := f.sink.byVerdict("postmaster-exit"); len(rs) != 1 || rs[0].PID != 200 {
 		t.Errorf("postmaster-exit = %+v", rs)
 	}
@@ -613,7 +643,7 @@ func TestGroupOOMKillIsNoCrashRestart(t *testing.T) {
 			t.Errorf("summary %q does not say the postmaster goes too", rs[0].Summary)
 		}
 		// The backend's SIGKILL exit is this incident, not another record.
-		f.agent.Handle(childExit(56e7, task(101, 30, 21, "postgres"), event.ExitStatus(unix.SIGKILL), 100))
+		f.die(childExit(56e7, task(101, 30, 21, "postgres"), event.ExitStatus(unix.SIGKILL), 100))
 		if n := len(f.sink.byVerdict("server-crash")); n != 0 {
 			t.Errorf("protected %v: the OOM victim's exit reported again as a server crash", protected)
 		}

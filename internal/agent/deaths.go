@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"cmp"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -13,22 +15,20 @@ import (
 
 // A postmaster decides what a child's death means when it reaps it, in the
 // state it is in then (verdict.State): the first crash it reaps while
-// running is the one it logs and acts on, and later ones during the reset
-// are ignored. The kernel reports deaths as they happen, which is the order
-// the postmaster reaps them in, with one exception that is certain and
-// common: an orphan dying together with its father (a process group killed
-// at once), both the postmaster's children. exit_notify() hands the orphan
-// over and makes the father a zombie under one lock, and the postmaster,
-// reaping in the order of its children list, reaps the older child, the
-// father, first. The kernel flags such an orphan (FatherCrashed); its death
-// is held until its father's is decided.
+// running is the one it logs and acts on, and the rest of the reset it
+// ignores. It reaps when it takes SIGCHLD, the zombies there are then, in
+// the order of its children list: older children first, whatever order they
+// died in. The kernel reports each child's death as it begins (the exit,
+// with the evidence), each zombie as it appears (KindZombie), and each time
+// the postmaster takes SIGCHLD (KindReaping): deaths that matter wait for
+// that, and are decided in the postmaster's order.
 
-// holdFor is how long an orphan's death waits for its father's before the
-// sweep decides it anyway (the father's exit event was lost).
-const holdFor = 10 * time.Second
+// reapWait is how long a death waits for its reaping before the sweep
+// decides it anyway (an event was lost).
+const reapWait = 10 * time.Second
 
-// maxHeld bounds the deaths a postmaster holds.
-const maxHeld = 4096
+// maxDying bounds the deaths a postmaster keeps waiting.
+const maxDying = 4096
 
 // run is what the agent follows of one postmaster.
 type run struct {
@@ -39,25 +39,28 @@ type run struct {
 	culprit *report.Trigger
 	// told: server processes the postmaster told to quit in this reset.
 	told map[uint32]bool
-	// held: deaths waiting for their father's, by the father.
-	held map[event.ProcessKey][]*death
-	// decided: deaths decided lately (boot ns), for a father decided
-	// before its orphan's event arrived.
-	decided map[event.ProcessKey]uint64
+	// dying: deaths that matter (a crash status, or any while it resets),
+	// by pid in its namespace, until it reaps them.
+	dying map[uint32]*death
+	// zombies: those ready for its next reaping, as they appeared.
+	zombies []*death
 }
 
 // death is a child's death, with what is known about it.
 type death struct {
-	ev      event.Event // the exit, or the adoption of the dead
+	ev      event.Event // the exit, the adoption of the dead, or only the zombie
 	proc    *lineage.Process
 	adoptee bool
 	oom     bool
+	// joined: when it became the postmaster's child (boot ns), its place in
+	// the children list: its fork, or its adoption; 0 when older than that.
+	joined uint64
 }
 
 func (a *Agent) run(pm *lineage.Postmaster) *run {
 	r := a.runs[pm.Key]
 	if r == nil {
-		r = &run{pm: pm, held: make(map[event.ProcessKey][]*death), decided: make(map[event.ProcessKey]uint64)}
+		r = &run{pm: pm, dying: make(map[uint32]*death)}
 		a.runs[pm.Key] = r
 	}
 	r.state.Major = pm.Major
@@ -102,30 +105,107 @@ func (a *Agent) onAdoption(ev *event.Event) {
 	}
 }
 
-// childDied takes the death of a postmaster's child: decided now, or held
-// until its father's.
+// childDied takes the death of a postmaster's child as it begins. A clean
+// one means the same in every state and is reported now; one that matters
+// to the postmaster's state waits for it to be reaped.
 func (a *Agent) childDied(pm *lineage.Postmaster, ev *event.Event, proc *lineage.Process) {
 	d := &death{
 		ev:      *ev,
 		proc:    proc,
 		adoptee: verdict.IsAdoptee(origin(ev, proc), verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String())),
 		oom:     proc != nil && proc.OOMKilled,
+		joined:  joined(ev, proc),
 	}
 	r := a.run(pm)
-	if father := ev.Previous.Key(); ev.Flags&event.FatherCrashed != 0 && r.decided[father] == 0 && len(r.held) < maxHeld {
-		r.held[father] = append(r.held[father], d)
-		return
+	crashes := verdict.Crashes(ev.Status)
+	if !crashes {
+		a.report1(r, d, r.state.Clean(d.child()))
 	}
-	a.reap(r, d)
+	if (crashes || r.state.Resetting) && len(r.dying) < maxDying {
+		r.dying[ev.Task.NSPid] = d
+	}
 }
 
-// reap applies a death to the postmaster's state as its reaper does, reports
-// it, and then the deaths that waited for it.
+// joined is when a child joined the postmaster's children list.
+func joined(ev *event.Event, proc *lineage.Process) uint64 {
+	switch {
+	case ev.Kind == event.KindAdoption || ev.Flags&event.ParentExiting != 0:
+		return ev.Time // handed over as its father dies
+	case proc != nil && proc.AdoptedAt != 0:
+		return proc.AdoptedAt
+	case origin(ev, proc) == verdict.OriginForked:
+		return ev.Task.Start
+	}
+	return 0
+}
+
+func (d *death) child() verdict.Child {
+	return verdict.Child{Status: d.ev.Status, Tracked: !d.adoptee, Start: d.ev.Task.Start,
+		ServerBinary: verdict.IsServerBinary("", d.ev.Task.Comm.String())}
+}
+
+// onZombie: a child of the postmaster became a zombie; it is reaped at the
+// postmaster's next reaping.
+func (a *Agent) onZombie(ev *event.Event) {
+	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
+	if pm == nil {
+		return
+	}
+	r := a.run(pm)
+	d := r.dying[ev.Task.NSPid]
+	delete(r.dying, ev.Task.NSPid)
+	if d == nil || (ev.Task.PID != 0 && d.ev.Task.Key() != ev.Task.Key()) {
+		// Not seen dying (its exit event lost, or a reused pid): the zombie
+		// says enough to decide.
+		proc := a.cfg.Table.Lookup(ev.Task.Key())
+		d = &death{ev: *ev, proc: proc, adoptee: verdict.IsAdoptee(origin(ev, proc), verdict.IsServerBinary("", ev.Task.Comm.String())), joined: joined(ev, proc)}
+		d.ev.Kind = event.KindExit
+		d.oom = proc != nil && proc.OOMKilled
+	}
+	d.ev.Status = ev.Status
+	r.zombies = append(r.zombies, d)
+}
+
+// onReaping: the postmaster takes SIGCHLD and reaps its zombies, older
+// children first.
+func (a *Agent) onReaping(ev *event.Event) {
+	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
+	if pm == nil {
+		return
+	}
+	r := a.run(pm)
+	a.reapZombies(r)
+}
+
+func (a *Agent) reapZombies(r *run) {
+	zombies := r.zombies
+	r.zombies = nil
+	slices.SortStableFunc(zombies, func(x, y *death) int {
+		if c := cmp.Compare(x.joined, y.joined); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.ev.Task.Start, y.ev.Task.Start) // a father's children, in fork order
+	})
+	for _, d := range zombies {
+		a.reap(r, d)
+	}
+}
+
+// reap applies a death to the postmaster's state as its reaper does, and
+// reports it when it matters (a clean one was reported when it died).
 func (a *Agent) reap(r *run, d *death) {
-	reaped := r.state.Reap(verdict.Child{
-		Status: d.ev.Status, Tracked: !d.adoptee, Start: d.ev.Task.Start,
-		ServerBinary: verdict.IsServerBinary("", d.ev.Task.Comm.String()),
-	}, d.ev.Time)
+	reaped := r.state.Reap(d.child(), d.ev.Time)
+	if verdict.Crashes(d.ev.Status) {
+		a.report1(r, d, reaped)
+	}
+	if reaped.RecoveryEnded {
+		a.recovered(r, d.ev.Time)
+	}
+}
+
+// report1 reports one death as the postmaster took it, and follows the
+// reset it begins.
+func (a *Agent) report1(r *run, d *death, reaped verdict.Reaped) {
 	dec := verdict.OnDeath(verdict.DeathFacts{Adoptee: d.adoptee, OOMKilled: d.oom, Reaped: reaped}, d.ev.Status)
 	if reaped.Crash {
 		r.culprit, r.told = trigger(d, dec.Verdict), nil
@@ -135,16 +215,6 @@ func (a *Agent) reap(r *run, d *death) {
 		r.state.Major = r.pm.Major
 		a.report(&d.ev, report.Facts{Decision: dec, Postmaster: r.pm, Process: d.proc, Logged: reaped.Logged,
 			CrashRestart: reaped.Crash && r.state.Shutdown == verdict.NoShutdown, Shutdown: r.state.Shutdown})
-	}
-	if reaped.RecoveryEnded {
-		a.recovered(r, d.ev.Time)
-	}
-	key := d.ev.Task.Key()
-	r.decided[key] = d.ev.Time
-	held := r.held[key]
-	delete(r.held, key)
-	for _, h := range held {
-		a.reap(r, h)
 	}
 }
 
@@ -202,25 +272,29 @@ func (a *Agent) onSignal(ev *event.Event) {
 	}
 }
 
-// settle decides the deaths held longer than wait for their father's (all
-// of them for 0: the agent is stopping), and forgets old decisions.
+// settle decides what waited for its reaping longer than wait (all of it
+// for 0: the agent is stopping): the zombies, then the deaths whose zombie
+// was not seen, in the order they died (an event was lost).
 func (a *Agent) settle(wait time.Duration) {
 	now := a.cfg.Now()
 	for _, r := range a.runs {
-		for father, held := range r.held {
-			if wait > 0 && now < held[0].ev.Time+uint64(wait) {
-				continue
-			}
-			delete(r.held, father)
-			a.fathersMissed.Add(1)
-			for _, d := range held {
-				a.reap(r, d)
+		if len(r.zombies) > 0 && (wait == 0 || now >= r.zombies[0].ev.Time+uint64(wait)) {
+			a.reapsMissed.Add(uint64(len(r.zombies)))
+			a.reapZombies(r)
+		}
+		var late []*death
+		for nsPid, d := range r.dying {
+			if wait == 0 || now >= d.ev.Time+uint64(wait) {
+				delete(r.dying, nsPid)
+				late = append(late, d)
 			}
 		}
-		for key, at := range r.decided {
-			if now >= at+uint64(holdFor) {
-				delete(r.decided, key)
+		slices.SortFunc(late, func(x, y *death) int { return cmp.Compare(x.ev.Time, y.ev.Time) })
+		for _, d := range late {
+			if wait > 0 {
+				a.reapsMissed.Add(1)
 			}
+			a.reap(r, d)
 		}
 	}
 }

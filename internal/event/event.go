@@ -15,6 +15,8 @@ const (
 	KindExec     Kind = 3 // a postgres binary was executed
 	KindSignal   Kind = 4 // a terminating signal sent by or to a postmaster
 	KindOOM      Kind = 5 // the OOM killer chose a victim
+	KindZombie   Kind = 6 // a watched postmaster's child became a zombie (SIGCHLD sent)
+	KindReaping  Kind = 7 // a watched postmaster took SIGCHLD: it reaps its zombies now
 )
 
 func (k Kind) String() string {
@@ -29,12 +31,16 @@ func (k Kind) String() string {
 		return "signal"
 	case KindOOM:
 		return "oom"
+	case KindZombie:
+		return "zombie"
+	case KindReaping:
+		return "reaping"
 	}
 	return "unknown"
 }
 
 // Kinds lists every kind, for counters keyed by kind.
-var Kinds = [...]Kind{KindExit, KindAdoption, KindExec, KindSignal, KindOOM}
+var Kinds = [...]Kind{KindExit, KindAdoption, KindExec, KindSignal, KindOOM, KindZombie, KindReaping}
 
 // Comm is a task's command name (TASK_COMM_LEN bytes, NUL padded).
 type Comm [16]byte
@@ -109,10 +115,6 @@ const (
 	// the reaper it goes to, as the kernel's find_new_reaper() picks it.
 	ParentExiting Flags = 1 << 5
 	Dead          Flags = 1 << 6 // adoption: the orphan is dead or dying; Status is final
-	// FatherCrashed: exit or dead adoption of an orphan whose father (the
-	// Previous task), dying with it, is a child of the same postmaster and
-	// dies of a crash status: the postmaster reaps the father first.
-	FatherCrashed Flags = 1 << 7
 )
 
 // Ancestor is one step of the chain above a process at its birth.
@@ -220,8 +222,8 @@ type Event struct {
 	Kind     Kind
 	Flags    Flags
 	Status   ExitStatus // exit; adoption of the dead
-	Task     Task       // the process the event is about
-	Parent   Task       // exit: parent at death; adoption: new parent; exec: parent; signal: sender
+	Task     Task       // the process the event is about (zombie: maybe only NSPid, see bpf/events.h)
+	Parent   Task       // exit: parent at death; adoption: new parent; exec: parent; signal: sender; zombie, reaping: the postmaster
 	Previous Task       // adoption, and exit with ParentExiting: the parent that died
 	Cgroup   Cgroup
 	Signal   Signal

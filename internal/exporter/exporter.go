@@ -65,7 +65,7 @@ type Exporter struct {
 	mispredicted      *prometheus.Desc
 	recordWriteErrors *prometheus.Desc
 	rediscovered      *prometheus.Desc
-	fathersMissed     *prometheus.Desc
+	reapsMissed       *prometheus.Desc
 	eventsLost        *prometheus.Desc
 	eventsMalformed   *prometheus.Desc
 	forks             *prometheus.Desc
@@ -114,7 +114,7 @@ func New(cfg Config) *Exporter {
 		trackedEvicted: desc("orphanwatch_tracked_processes_evicted_total",
 			"Processes dropped from the process table because it was full."),
 		events: desc("orphanwatch_events_total",
-			"Events received from the kernel, by kind (exit, adoption, exec, signal, oom).", "kind"),
+			"Events received from the kernel, by kind (exit, adoption, exec, signal, oom, zombie, reaping).", "kind"),
 		recordsByVerdict: desc("orphanwatch_records_total",
 			"Records reported (JSON lines on stdout), by verdict.", "verdict"),
 		mispredicted: desc("orphanwatch_adoptions_mispredicted_total",
@@ -124,9 +124,9 @@ func New(cfg Config) *Exporter {
 		rediscovered: desc("orphanwatch_postmasters_rediscovered_total",
 			"Postmasters found running by the periodic /proc sweep whose start was not seen (its event lost, or "+
 				"/proc unreadable then): they were unwatched until then."),
-		fathersMissed: desc("orphanwatch_fathers_missed_total",
-			"Orphans that died with their father, both a postmaster's children, decided without the father's "+
-				"death (its event lost): the postmaster reaps the father first, and may have blamed it instead."),
+		reapsMissed: desc("orphanwatch_reaps_missed_total",
+			"Deaths of postmasters' children decided without seeing the postmaster reap them (an event was "+
+				"lost): decided in the order they died, which may not be the postmaster's."),
 		eventsLost: desc("orphanwatch_events_lost_total",
 			"Events the kernel dropped because the ring buffer was full: raise --ringbuf-size."),
 		eventsMalformed: desc("orphanwatch_events_malformed_total",
@@ -156,7 +156,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	ch <- e.buildInfo.Desc()
 	for _, d := range []*prometheus.Desc{
 		e.postmasters, e.postmastersPID1, e.adoptedProcesses, e.trackedProcesses, e.trackedEvicted,
-		e.events, e.recordsByVerdict, e.mispredicted, e.recordWriteErrors, e.rediscovered, e.fathersMissed,
+		e.events, e.recordsByVerdict, e.mispredicted, e.recordWriteErrors, e.rediscovered, e.reapsMissed,
 		e.eventsLost, e.eventsMalformed, e.forks, e.exits, e.birthsEvicted, e.childrenTruncated, e.programs,
 	} {
 		ch <- d
@@ -262,7 +262,7 @@ func (e *Exporter) collectAgent(ch chan<- prometheus.Metric, s agent.Stats) {
 	ch <- prometheus.MustNewConstMetric(e.mispredicted, prometheus.CounterValue, float64(s.Mispredicted))
 	ch <- prometheus.MustNewConstMetric(e.recordWriteErrors, prometheus.CounterValue, float64(s.SinkErrors))
 	ch <- prometheus.MustNewConstMetric(e.rediscovered, prometheus.CounterValue, float64(s.Rediscovered))
-	ch <- prometheus.MustNewConstMetric(e.fathersMissed, prometheus.CounterValue, float64(s.FathersMissed))
+	ch <- prometheus.MustNewConstMetric(e.reapsMissed, prometheus.CounterValue, float64(s.ReapsMissed))
 }
 
 // NewRegistry is a registry with the exporter and the standard Go and

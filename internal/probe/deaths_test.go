@@ -19,14 +19,15 @@ import (
 )
 
 // startPostmasterNamespace runs script in a new PID namespace whose PID 1
-// the kernel takes for a watched postmaster: a shell under the name
-// postgres (its comm), watched by c. The script reads lines from the
-// returned writer. It returns the init's host pid and key.
+// the kernel takes for a watched postmaster: bash (which, like a
+// postmaster, handles SIGCHLD) under the name postgres (its comm), watched
+// by c. The script reads lines from the returned writer. It returns the
+// init's host pid and key.
 func startPostmasterNamespace(t *testing.T, c *collector, script string) (int, event.ProcessKey, io.Writer) {
 	t.Helper()
 	dir := t.TempDir()
 	sh := filepath.Join(dir, "postgres")
-	data, err := os.ReadFile("/bin/sh")
+	data, err := os.ReadFile("/bin/bash")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,13 +73,13 @@ func (c *collector) deathsOf(pid int) []event.Event {
 
 // A process group killed at once (kill -9 -PGID): a shell the postmaster
 // adopted and its child die together. Each death reaches user space exactly
-// once, whichever program sees it first, and the child's says that its
-// father, a child of the same postmaster, died of a crash status with it:
-// the postmaster reaps the father first. Repeated: the two deaths race.
+// once, whichever program sees it first; each becomes a zombie of the
+// postmaster once; and the postmaster's taking SIGCHLD is reported, which
+// is when it reaps them. Repeated: the two deaths race.
 func TestKernelGroupKillReportsEachDeathOnce(t *testing.T) {
 	c := startProbe(t, Config{})
-	for round := range 20 {
-		init, _, _ := startPostmasterNamespace(t, c, `setsid sh -c 'sleep 60 & wait' & sleep 60`)
+	for round := range 10 {
+		init, _, _ := startPostmasterNamespace(t, c, `trap : CHLD; setsid sh -c 'sleep 60 & wait' & while :; do sleep 1; done`)
 		sh := waitChild(t, init, "sh")
 		sleep := waitChild(t, sh, "sleep")
 		if err := unix.Kill(-sh, unix.SIGKILL); err != nil {
@@ -94,20 +95,39 @@ func TestKernelGroupKillReportsEachDeathOnce(t *testing.T) {
 		if len(shDeaths) != 1 || len(sleepDeaths) != 1 {
 			t.Fatalf("round %d: %d reports of the shell's death, %d of its child's, want 1 each", round, len(shDeaths), len(sleepDeaths))
 		}
+		// Each became a zombie of the init once, and the init then reaped.
+		for _, pid := range []int{sh, sleep} {
+			ns := nsPidOf0(sleepDeaths[0], shDeaths[0], pid)
+			z := c.count(func(ev *event.Event) bool {
+				return ev.Kind == event.KindZombie && ev.Parent.PID == uint32(init) && ev.Task.NSPid == ns
+			})
+			if z != 1 {
+				t.Errorf("round %d: %d zombie events for pid %d (ns %d), want 1", round, z, pid, ns)
+			}
+		}
+		c.waitFor(t, "the init reaping", func(ev *event.Event) bool {
+			return ev.Kind == event.KindReaping && ev.Parent.PID == uint32(init)
+		})
 		d := sleepDeaths[0]
 		if d.Status.Signal() != unix.SIGKILL || d.Parent.PID != uint32(init) {
 			t.Errorf("round %d: child's death %v under %d, want SIGKILL under the init %d", round, d.Status, d.Parent.PID, init)
 		}
 		// Reported while its father was dying (not after the handover), it
-		// names the father and says it died of a crash status too.
-		if d.Kind == event.KindAdoption || d.Flags&event.ParentExiting != 0 {
-			if d.Flags&event.FatherCrashed == 0 || d.Previous.PID != uint32(sh) {
-				t.Errorf("round %d: child's death (kind %v flags %#x previous %d) does not name its dying father %d",
-					round, d.Kind, d.Flags, d.Previous.PID, sh)
-			}
+		// names the father.
+		if (d.Kind == event.KindAdoption || d.Flags&event.ParentExiting != 0) && d.Previous.PID != uint32(sh) {
+			t.Errorf("round %d: child's death (kind %v flags %#x previous %d) does not name its dying father %d",
+				round, d.Kind, d.Flags, d.Previous.PID, sh)
 		}
 		unix.Kill(init, unix.SIGKILL)
 	}
+}
+
+// nsPidOf0 is the namespace pid of pid, from its death report.
+func nsPidOf0(a, b event.Event, pid int) uint32 {
+	if a.Task.PID == uint32(pid) {
+		return a.Task.NSPid
+	}
+	return b.Task.NSPid
 }
 
 // waitChild finds the child of parent whose comm is comm.

@@ -21,7 +21,7 @@ func Decode(raw []byte, pageSize uint64, ev *event.Event) error {
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), RecordSize), raw)
 	// Range-checked before the conversion: event.Kind is narrower than the
 	// record's field, so 257 would pass as 1.
-	if r.Kind < uint32(event.KindExit) || r.Kind > uint32(event.KindOOM) {
+	if r.Kind < uint32(event.KindExit) || r.Kind > uint32(event.KindReaping) {
 		return fmt.Errorf("unknown event kind %d", r.Kind)
 	}
 	kind := event.Kind(r.Kind)

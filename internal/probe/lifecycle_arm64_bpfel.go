@@ -116,7 +116,6 @@ const (
 	lifecycleEventFlagEVENT_CGROUP_V1      lifecycleEventFlag = 16
 	lifecycleEventFlagEVENT_PARENT_EXITING lifecycleEventFlag = 32
 	lifecycleEventFlagEVENT_DEAD           lifecycleEventFlag = 64
-	lifecycleEventFlagEVENT_FATHER_CRASHED lifecycleEventFlag = 128
 )
 
 type lifecycleEventKind uint32
@@ -127,6 +126,8 @@ const (
 	lifecycleEventKindEVENT_EXEC     lifecycleEventKind = 3
 	lifecycleEventKindEVENT_SIGNAL   lifecycleEventKind = 4
 	lifecycleEventKindEVENT_OOM      lifecycleEventKind = 5
+	lifecycleEventKindEVENT_ZOMBIE   lifecycleEventKind = 6
+	lifecycleEventKindEVENT_REAPING  lifecycleEventKind = 7
 )
 
 type lifecycleExecRecord struct {
@@ -200,6 +201,7 @@ type lifecycleWatchFlag uint32
 
 const (
 	lifecycleWatchFlagWATCH_RESETTING lifecycleWatchFlag = 1
+	lifecycleWatchFlagWATCH_ZOMBIES   lifecycleWatchFlag = 2
 )
 
 // Names of all BPF objects in the ELF.

@@ -181,6 +181,9 @@ func Load(cfg Config) (_ *Probe, err error) {
 		return nil, fmt.Errorf("reading embedded signals object: %w", err)
 	}
 	cfg.size(signals)
+	if err := setRules(signals); err != nil {
+		return nil, err
+	}
 	if err := loadRefusing(signals, &p.signals, opts, cfg.Refuse); err != nil {
 		return nil, classify("loading the signal programs", err)
 	}

@@ -25,6 +25,8 @@ const (
 	signalsMapWatched               = "watched"
 	signalsProgHandleSignalDeliver  = "handle_signal_deliver"
 	signalsProgHandleSignalGenerate = "handle_signal_generate"
+	signalsVarCrashExitCode         = "crash_exit_code"
+	signalsVarServerComms           = "server_comms"
 )
 
 // loadSignals returns the embedded CollectionSpec for signals.
@@ -90,6 +92,8 @@ type signalsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type signalsVariableSpecs struct {
+	CrashExitCode *ebpf.VariableSpec `ebpf:"crash_exit_code"`
+	ServerComms   *ebpf.VariableSpec `ebpf:"server_comms"`
 }
 
 // signalsObjects contains all objects after they have been loaded into the kernel.
@@ -137,6 +141,8 @@ func (m *signalsMaps) Close() error {
 //
 // It can be passed to loadSignalsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type signalsVariables struct {
+	CrashExitCode *ebpf.Variable `ebpf:"crash_exit_code"`
+	ServerComms   *ebpf.Variable `ebpf:"server_comms"`
 }
 
 // signalsPrograms contains all programs after they have been loaded into the kernel.

@@ -92,6 +92,13 @@ func (s *State) Reap(c Child, at uint64) Reaped {
 	return r
 }
 
+// Clean says what the postmaster does about a clean death (exit 0 or 1)
+// without applying it: it means the same in every state, but for the
+// startup process's, whose reap ends a reset, which Reap applies.
+func (s State) Clean(c Child) Reaped {
+	return Reaped{Logged: s.Reap(c, 0).Logged}
+}
+
 // Signal applies a signal the postmaster was sent.
 func (s *State) Signal(sig unix.Signal) {
 	s.Shutdown = max(s.Shutdown, ShutdownFor(sig))
