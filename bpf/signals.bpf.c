@@ -33,6 +33,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define SIGQUIT 3
 #define SIGABRT 6
 #define SIGKILL 9
+#define SIGUSR1 10
 #define SIGTERM 15
 #define SIGCHLD 17 /* x86 and arm64 */
 #define CLD_EXITED 1 /* include/uapi/asm-generic/siginfo.h */
@@ -100,6 +101,31 @@ static __always_inline int notice_zombie(__u64 info_addr, struct task_struct *pa
 	return 0;
 }
 
+/* A child started since a watched postmaster's reset began signals it
+ * (SIGUSR1, a "pmsignal"): its startup process. From PostgreSQL 15 its first
+ * one, PMSIGNAL_RECOVERY_STARTED (xlogrecovery.c PerformWalRecovery), ends
+ * the postmaster's FatalError: crashes are acted on again while recovery
+ * runs. */
+static __always_inline int notice_pmsignal(struct task_struct *pm, struct task_struct *sender,
+					   struct signal_info *s)
+{
+	if (!comm_is_server(pm->comm))
+		return 0;
+	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
+	if (!w || !(w->flags & WATCH_RESETTING) || BPF_CORE_READ(sender, real_parent, tgid) != pm->tgid ||
+	    process_start_ns(sender) <= w->reset_at_ns)
+		return 0;
+	struct event *e = reserve_event(EVENT_SIGNAL);
+	if (!e)
+		return 0;
+	e->signal = *s;
+	e->flags |= EVENT_HAS_SIGNAL;
+	read_task_ref(pm, &e->task);
+	read_task_ref(sender, &e->parent);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
 SEC("tp_btf/signal_generate")
 int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	     struct task_struct *task, int group, int result)
@@ -142,6 +168,8 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	struct proc_key key = { .tgid = target, .start_ns = task->group_leader->start_boottime };
 	bpf_map_update_elem(&signals, &key, &s, BPF_ANY);
 
+	if (sig == SIGUSR1)
+		return notice_pmsignal(task, sender, &s);
 	if (!shutdown_signal(sig))
 		return 0;
 	struct watch *by = watch_of(s.sender_tgid, BPF_CORE_READ(sender, group_leader, start_boottime));

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"cmp"
+	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -109,6 +111,9 @@ func (a *Agent) onAdoption(ev *event.Event) {
 // one means the same in every state and is reported now; one that matters
 // to the postmaster's state waits for it to be reaped.
 func (a *Agent) childDied(pm *lineage.Postmaster, ev *event.Event, proc *lineage.Process) {
+	if debugDeaths {
+		fmt.Fprintf(os.Stderr, "DEBUG died t=%d kind=%v pm=%d ns=%d host=%d comm=%s status=%v flags=%#x\n", ev.Time, ev.Kind, pm.Key.PID, ev.Task.NSPid, ev.Task.PID, ev.Task.Comm.String(), ev.Status, ev.Flags)
+	}
 	d := &death{
 		ev:      *ev,
 		proc:    proc,
@@ -121,7 +126,7 @@ func (a *Agent) childDied(pm *lineage.Postmaster, ev *event.Event, proc *lineage
 	if !crashes {
 		a.report1(r, d, r.state.Clean(d.child()))
 	}
-	if (crashes || r.state.Resetting) && len(r.dying) < maxDying {
+	if (crashes || r.state.Recovering) && len(r.dying) < maxDying {
 		r.dying[ev.Task.NSPid] = d
 	}
 }
@@ -146,7 +151,12 @@ func (d *death) child() verdict.Child {
 
 // onZombie: a child of the postmaster became a zombie; it is reaped at the
 // postmaster's next reaping.
+var debugDeaths = os.Getenv("ORPHANWATCH_DEBUG_DEATHS") != ""
+
 func (a *Agent) onZombie(ev *event.Event) {
+	if debugDeaths {
+		fmt.Fprintf(os.Stderr, "DEBUG zombie t=%d pm=%d ns=%d host=%d status=%v\n", ev.Time, ev.Parent.PID, ev.Task.NSPid, ev.Task.PID, ev.Status)
+	}
 	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
 	if pm == nil {
 		return
@@ -169,6 +179,9 @@ func (a *Agent) onZombie(ev *event.Event) {
 // onReaping: the postmaster takes SIGCHLD and reaps its zombies, older
 // children first.
 func (a *Agent) onReaping(ev *event.Event) {
+	if debugDeaths {
+		fmt.Fprintf(os.Stderr, "DEBUG reaping t=%d pm=%d\n", ev.Time, ev.Parent.PID)
+	}
 	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
 	if pm == nil {
 		return
@@ -195,6 +208,9 @@ func (a *Agent) reapZombies(r *run) {
 // reports it when it matters (a clean one was reported when it died).
 func (a *Agent) reap(r *run, d *death) {
 	reaped := r.state.Reap(d.child(), d.ev.Time)
+	if debugDeaths {
+		fmt.Fprintf(os.Stderr, "DEBUG reap pm=%d ns=%d host=%d comm=%s status=%v joined=%d start=%d adoptee=%v -> %+v state=%+v\n", r.pm.Key.PID, d.ev.Task.NSPid, d.ev.Task.PID, d.ev.Task.Comm.String(), d.ev.Status, d.joined, d.ev.Task.Start, d.adoptee, reaped, r.state)
+	}
 	if verdict.Crashes(d.ev.Status) {
 		a.report1(r, d, reaped)
 	}
@@ -250,7 +266,11 @@ func (a *Agent) recovered(r *run, at uint64) {
 func (a *Agent) onSignal(ev *event.Event) {
 	sig := unix.Signal(ev.Signal.Signo)
 	if pm := a.cfg.Table.Postmaster(ev.Task.Key()); pm != nil {
-		a.run(pm).state.Signal(sig) // pg_ctl stop: TERM smart, INT fast, QUIT immediate
+		r := a.run(pm)
+		if sig == unix.SIGUSR1 {
+			r.state.RedoStarted(ev.Parent.Start) // its startup process's pmsignal
+		}
+		r.state.Signal(sig) // pg_ctl stop: TERM smart, INT fast, QUIT immediate
 	} else if pm := a.cfg.Table.Postmaster(ev.Parent.Key()); pm != nil && (sig == unix.SIGQUIT || sig == unix.SIGABRT) &&
 		ev.Signal.Flags&event.SignalToChild != 0 {
 		// The postmaster tells its children to quit: a crash's fan-out (its

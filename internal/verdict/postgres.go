@@ -27,8 +27,14 @@ import (
 // HandleChildCrash() acts (logs, then sends SIGQUIT, or SIGABRT with
 // send_abort_for_crash, to every child) only while !FatalError && Shutdown
 // != ImmediateShutdown (15: line 3509; 13: 3485; 18: 2781), and then sets
-// FatalError. FatalError is cleared when the startup process, forked once
-// every child is gone, exits 0 (15: line 3093; 18: 2314). State mirrors this.
+// FatalError. Once every child is gone it forks the startup process for
+// crash recovery. FatalError is cleared when that process exits 0 (15: line
+// 3093; 18: 2314), or, from PostgreSQL 15, as soon as it begins WAL recovery:
+// PerformWalRecovery() sends PMSIGNAL_RECOVERY_STARTED unconditionally
+// (xlogrecovery.c, 15.18: line 1658; 18.6: 1719) and sigusr1_handler clears
+// FatalError in PM_STARTUP (15: line 5160; 18: 3689); up to 14 the signal
+// is sent only for archive recovery (13.16 xlog.c: line 7201), and a crash
+// during crash recovery is ignored. State mirrors this.
 // Verified on PostgreSQL 15 here: SIGPIPE, SIGTERM and exit 3 of an adopted
 // child crash-restart the server; exit 1 does not.
 
@@ -44,6 +50,9 @@ type Rule struct {
 	// LogsCleanExit: an unknown child's exit 0 or 1 is logged at LOG level
 	// (18); before, only at DEBUG2, which nobody's log shows.
 	LogsCleanExit bool
+	// RedoStartEndsReset: FatalError ends when the startup process begins
+	// WAL recovery (15+), not when it exits.
+	RedoStartEndsReset bool
 	// Source names where the rule is in postmaster.c.
 	Source string
 }
@@ -51,8 +60,9 @@ type Rule struct {
 // Rules is the table, newest first. Versions outside it are assumed to
 // behave like the nearest one: the check has been the same since 9.x.
 var Rules = []Rule{
-	{18, 18, "untracked child process", true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
-	{12, 17, "server process", false, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
+	{18, 18, "untracked child process", true, true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
+	{15, 17, "server process", false, true, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
+	{12, 14, "server process", false, false, "reaper() -> CleanupBackend(): as 15-17; PMSIGNAL_RECOVERY_STARTED only in archive recovery"},
 }
 
 // Crashes reports whether a postmaster takes a child's exit with status for

@@ -36,12 +36,15 @@ func ShutdownFor(sig unix.Signal) Shutdown {
 // reports; see the comment on Rules for the source.
 type State struct {
 	Major int // PostgreSQL major version, 0 while unknown
-	// Resetting is FatalError: from a crash it acted on until its startup
-	// process ends crash recovery.
+	// Resetting is FatalError: from a crash it acted on until crash
+	// recovery is under way (RedoStarted, 15+) or over (up to 14).
 	Resetting bool
-	Shutdown  Shutdown
-	// ResetAt is when the reset began (boot ns): the crash's reap, or the
-	// SIGQUIT fan-out when the crash itself was not seen.
+	// Recovering: from a crash until its startup process ends crash
+	// recovery, when it accepts connections again.
+	Recovering bool
+	Shutdown   Shutdown
+	// ResetAt is when the last reset began (boot ns): the crash's reap, or
+	// the SIGQUIT fan-out when the crash itself was not seen.
 	ResetAt uint64
 }
 
@@ -78,18 +81,27 @@ func (s *State) Reap(c Child, at uint64) Reaped {
 		if s.Resetting || s.Shutdown == ImmediateShutdown {
 			return Reaped{Ignored: true}
 		}
-		s.Resetting, s.ResetAt = true, at
+		s.Resetting, s.Recovering, s.ResetAt = true, true, at
 		return Reaped{Crash: true, Logged: true}
 	}
 	r := Reaped{Logged: !c.Tracked && RuleFor(s.Major).LogsCleanExit}
 	// The startup process is forked once every child of the crash is gone,
 	// runs the server binary, and exits 0 when recovery is done; during a
 	// shutdown its exit does not clear FatalError.
-	if s.Resetting && s.Shutdown == NoShutdown && c.Status == 0 && c.ServerBinary && c.Start > s.ResetAt {
-		s.Resetting = false
+	if s.Recovering && s.Shutdown == NoShutdown && c.Status == 0 && c.ServerBinary && c.Start > s.ResetAt {
+		s.Resetting, s.Recovering = false, false
 		r.RecoveryEnded = true
 	}
 	return r
+}
+
+// RedoStarted applies a pmsignal from a child started at start (boot ns):
+// from PostgreSQL 15 the startup process's first one says WAL recovery
+// began, and the postmaster acts on crashes again.
+func (s *State) RedoStarted(start uint64) {
+	if s.Resetting && s.Shutdown == NoShutdown && start > s.ResetAt && RuleFor(s.Major).RedoStartEndsReset {
+		s.Resetting = false
+	}
 }
 
 // Clean says what the postmaster does about a clean death (exit 0 or 1)
@@ -113,6 +125,6 @@ func (s *State) FanOut(at uint64) (unexplained bool) {
 	if s.Resetting || s.Shutdown != NoShutdown {
 		return false
 	}
-	s.Resetting, s.ResetAt = true, at
+	s.Resetting, s.Recovering, s.ResetAt = true, true, at
 	return true
 }

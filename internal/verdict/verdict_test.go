@@ -271,3 +271,22 @@ func TestDescriptors(t *testing.T) {
 		t.Error("an unknown verdict has a descriptor")
 	}
 }
+
+// From PostgreSQL 15 the startup process tells the postmaster when WAL
+// recovery begins, which ends FatalError: a crash during the rest of crash
+// recovery is acted on (seen by the oracle: "server process (PID 1960)
+// exited with exit code 3" logged while recovery ran). Up to 14 it is not.
+func TestRedoStartEndsTheResetFrom15(t *testing.T) {
+	for major, acted := range map[int]bool{13: false, 14: false, 15: true, 17: true, 18: true} {
+		s := State{Major: major}
+		s.Reap(Child{Status: sigkill}, 10)
+		s.RedoStarted(5) // a pmsignal from a child older than the crash: not the startup process
+		if !s.Resetting {
+			t.Fatalf("%d: an old child's pmsignal ended the reset", major)
+		}
+		s.RedoStarted(20)
+		if r := s.Reap(Child{Status: exit3}, 30); r.Crash != acted || !s.Recovering {
+			t.Errorf("%d: crash during crash recovery: %+v (recovering %v), want acted on %v", major, r, s.Recovering, acted)
+		}
+	}
+}
