@@ -17,8 +17,9 @@ enum event_kind {
 	EVENT_EXEC = 3,     /* a postgres/postmaster binary was executed */
 	EVENT_SIGNAL = 4,   /* a terminating signal sent by or to a watched postmaster */
 	EVENT_OOM = 5,      /* the OOM killer chose a victim (oom:mark_victim) */
-	EVENT_ZOMBIE = 6,   /* a watched postmaster's child became a zombie (its SIGCHLD was sent) */
-	EVENT_REAPING = 7,  /* a watched postmaster took delivery of SIGCHLD: it reaps its zombies now */
+	EVENT_REAP = 6,       /* a watched postmaster's waitpid(-1) is reaping this child now */
+	EVENT_REAPED_ALL = 7, /* its waitpid found no zombie: the end of a reaping pass */
+	EVENT_PMSIGNAL = 8,   /* it took delivery of the pmsignal its startup process sent */
 };
 
 /* task_ref.flags */
@@ -38,6 +39,8 @@ enum event_flag {
 	EVENT_CGROUP_V1 = 1 << 4,       /* cgroup is the v1 memory controller's, not v2 */
 	EVENT_PARENT_EXITING = 1 << 5,  /* exit: its parent was dying too; parent is the reaper it goes to */
 	EVENT_DEAD = 1 << 6,            /* adoption: the orphan is dead or dying; exit_status is final */
+	EVENT_HAS_PREVIOUS_EXEC = 1 << 7, /* previous_exec holds the dying parent's exec record */
+	EVENT_ZOMBIES_PENDING = 1 << 8,   /* pmsignal: zombies awaited reaping when it was delivered */
 };
 
 /* watch.flags: a watched postmaster's state */
@@ -46,8 +49,14 @@ enum watch_flag {
 	 * fan-out) until user space sees recovery end: its children's clean
 	 * exits matter then, as its startup process's ends the reset. */
 	WATCH_RESETTING = 1 << 0,
-	/* A zombie event was sent since the postmaster last took SIGCHLD. */
+	/* A child that matters became a zombie: its waitpid calls are looked at
+	 * until one finds no zombie left. */
 	WATCH_ZOMBIES = 1 << 1,
+	/* Its startup process sent it a pmsignal (SIGUSR1), not yet delivered. */
+	WATCH_REDO_SIGNALLED = 1 << 2,
+	/* The pmsignal was delivered while zombies awaited: the end of the
+	 * reaping pass is reported (PostgreSQL 16+ handles it after). */
+	WATCH_PMSIGNAL_WAITS = 1 << 3,
 };
 
 /* birth.flags */
@@ -172,15 +181,17 @@ struct event {
 	__u32 flags;        /* enum event_flag */
 	__u32 exit_status;  /* as wait(2) reports it: (code << 8) | 0x80 core | signal */
 	__u32 _pad;
-	struct task_ref task;     /* the process the event is about; zombie: only ns_pid (in the
-				   * postmaster's namespace) when handed over by a dying father */
+	struct task_ref task;     /* the process the event is about */
 	struct task_ref parent;   /* exit: parent at death; adoption: new parent; signal: sender;
-				   * zombie, reaping: the postmaster */
+				   * reap, reaped-all, pmsignal: the postmaster */
 	struct task_ref previous; /* adoption, and exit with EVENT_PARENT_EXITING: the parent that died */
 	struct cgroup_ref cgroup;
 	struct signal_info signal;
 	struct oom_info oom;
 	struct birth birth;
+	/* adoption, and exit with EVENT_PARENT_EXITING: what the parent that
+	 * died ran (EVENT_HAS_PREVIOUS_EXEC), where the orphan came from */
+	struct exec_record previous_exec;
 };
 
 /* Referenced once so the types stay in BTF and bpf2go can emit them for Go. */

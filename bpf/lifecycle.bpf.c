@@ -274,6 +274,7 @@ __noinline int report_orphan(__u64 child_addr, __u64 reaper_addr, __u32 flags, _
 	read_task_ref(child, &e->task);
 	read_task_ref(reaper, &e->parent);
 	read_task_ref(father, &e->previous);
+	read_previous_exec(father, e);
 	read_cgroup(child, e);
 	if (dead) {
 		e->flags |= EVENT_DEAD;
@@ -389,21 +390,23 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 		}
 	}
 	bool adopted = birth && birth->ancestry[0].tgid != parent_tgid; /* only fork writes births */
-	bool send = stream_all || adopted;
+	/* The map is asked only when a comm says postgres. */
 	struct watch *parent_watch = 0;
+	if (comm_is_server((const char *)parent_comm))
+		parent_watch = watch_of(parent_tgid, parent_start);
+	bool crashes = status_crashes(status);
+	bool send = stream_all || adopted;
 	if (!send) {
 		/* Postmasters, and children of postmasters that are not plain
 		 * backend exits: crashes, every exit while it resets (its startup
 		 * process ends the reset), and where a record should say whether it
-		 * was adopted but none does (older than the agent, or evicted). The
-		 * map is asked only when a comm says postgres. */
+		 * was adopted but none does (older than the agent, or evicted). */
 		if (comm_is_server(task->group_leader->comm) && watch_of(key.tgid, key.start_ns))
 			send = true;
-		else if (comm_is_server((const char *)parent_comm) && (parent_watch = watch_of(parent_tgid, parent_start)))
-			send = status_crashes(status) || (recorded && !birth) ||
-			       (parent_watch->flags & WATCH_RESETTING);
+		else if (parent_watch)
+			send = crashes || (recorded && !birth) || (parent_watch->flags & WATCH_RESETTING);
 	}
-	if (parent_watch && status_crashes(status))
+	if (parent_watch && crashes)
 		begin_reset(parent_watch);
 	/* A death the dying parent's walk may also report, or that a watched
 	 * postmaster will reap, is claimed: whoever claims first reports it. */
@@ -419,8 +422,10 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 				e->flags |= EVENT_ADOPTED;
 			read_task_ref(task, &e->task);
 			read_task_ref(parent, &e->parent);
-			if (event_flags & EVENT_PARENT_EXITING)
+			if (event_flags & EVENT_PARENT_EXITING) {
 				read_task_ref(father, &e->previous);
+				read_previous_exec(father, e);
+			}
 			read_cgroup(task, e);
 			read_history(&key, birth, e);
 			if (!(e->birth.fork.flags & BIRTH_FORKED))
@@ -458,4 +463,64 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit_live, struct task_struct *task)
 {
 	return thread_exit(task, task->signal->live.counter == 0, true);
+}
+
+#define EXIT_ZOMBIE 0x20 /* include/linux/sched.h */
+#define MAX_CHILDREN_WALKED 1024
+
+/* A watched postmaster calls waitpid(-1) (its reaper loops on it). The
+ * kernel's do_wait() hands out the first child in its children list that is
+ * a zombie ready to reap (a leader waiting for its other threads is not):
+ * found here the same way, that child is the one this call reaps. That is
+ * the order in which PostgreSQL decides what deaths mean: the first crash
+ * it reaps while running is the one it logs and acts on, and the rest of
+ * the reset it ignores, whatever order they died in. Looked at only while a
+ * child that matters is a zombie (signals.bpf.c notice_zombie); the call
+ * that finds none ends that. */
+SEC("tp_btf/sched_process_wait")
+int BPF_PROG(handle_wait, struct pid *pid)
+{
+	struct task_struct *pm = bpf_get_current_task_btf();
+	if (!comm_is_server(pm->comm))
+		return 0;
+	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
+	if (!w || !(w->flags & WATCH_ZOMBIES) || pid)
+		return 0; /* pid: waiting for one child, not the reaper's waitpid(-1) */
+
+	__u64 pos = (__u64)BPF_CORE_READ(pm, children.next);
+	__u64 head = (__u64)&pm->children;
+	__u64 sibling_off = bpf_core_field_offset(struct task_struct, sibling);
+	struct task_struct *zombie = 0;
+	for (int i = 0; i < MAX_CHILDREN_WALKED && pos != head; i++) {
+		struct task_struct *child = (struct task_struct *)(pos - sibling_off);
+		if (BPF_CORE_READ(child, exit_state) == EXIT_ZOMBIE &&
+		    BPF_CORE_READ(child, signal, nr_threads) <= 1) {
+			zombie = child;
+			break;
+		}
+		pos = (__u64)BPF_CORE_READ((struct list_head *)pos, next);
+	}
+	if (!zombie) {
+		w->flags &= ~WATCH_ZOMBIES;
+		if (w->flags & WATCH_PMSIGNAL_WAITS) {
+			w->flags &= ~WATCH_PMSIGNAL_WAITS;
+			struct event *e = reserve_event(EVENT_REAPED_ALL);
+			if (e) {
+				read_task_ref(pm, &e->parent);
+				bpf_ringbuf_submit(e, 0);
+			}
+		}
+		return 0;
+	}
+	__u32 status = exit_status_of(zombie);
+	if (!status_crashes(status) && !(w->flags & WATCH_RESETTING))
+		return 0; /* a clean exit while running changes nothing */
+	struct event *e = reserve_event(EVENT_REAP);
+	if (!e)
+		return 0;
+	e->exit_status = status;
+	read_task_ref(zombie, &e->task);
+	read_task_ref(pm, &e->parent);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
 }

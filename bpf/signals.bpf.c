@@ -5,13 +5,10 @@
  * lifecycle.bpf.c. Terminating signals sent by or to a postmaster are also
  * reported as they happen: that is how a crash-restart looks from outside.
  *
- * And the SIGCHLD of a watched postmaster, which says in which order it
- * reaps: a child becomes a zombie and sends its parent SIGCHLD in one step
- * (exit_notify, or a dying father handing a zombie over), and the
- * postmaster's reaper, run when it takes SIGCHLD, reaps the zombies there
- * are then in the order of its children list. Which death it blames for a
- * crash, and which it ignores in the reset, follows from that order, not
- * from the order the processes began to exit. */
+ * And what a watched postmaster's reaping depends on: the SIGCHLD of its
+ * children that matter (then its waitpid calls are looked at, see
+ * lifecycle.bpf.c handle_wait), and the pmsignal that, from PostgreSQL 15,
+ * ends a crash reset early. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -61,10 +58,11 @@ static __always_inline bool shutdown_signal(int sig)
 }
 
 /* A child of a watched postmaster became a zombie: do_notify_parent() is
- * sending it SIGCHLD, with the child's pid in the postmaster's namespace and
- * its status in the siginfo. Reported when the postmaster will take it for a
- * crash, or while it resets (the startup process's clean exit ends that).
- * One compare of the parent's comm for everyone else. */
+ * sending it SIGCHLD with the child's status in the siginfo. When it is one
+ * the postmaster takes for a crash, or the postmaster resets (the startup
+ * process's clean exit ends that), the postmaster's next waitpid calls are
+ * looked at (lifecycle.bpf.c handle_wait). One compare of the parent's comm
+ * for everyone else. */
 static __always_inline int notice_zombie(__u64 info_addr, struct task_struct *parent)
 {
 	if (!comm_is_server(parent->comm))
@@ -79,50 +77,27 @@ static __always_inline int notice_zombie(__u64 info_addr, struct task_struct *pa
 	if (code == CLD_EXITED)
 		status = (value & 0xff) << 8;
 	else if (code == CLD_KILLED || code == CLD_DUMPED)
-		status = (value & 0x7f) | (code == CLD_DUMPED ? 0x80 : 0);
+		status = value & 0x7f;
 	else
 		return 0; /* stopped or continued: no death */
-	if (!status_crashes(status) && !(w->flags & WATCH_RESETTING))
-		return 0;
-	struct event *e = reserve_event(EVENT_ZOMBIE);
-	if (!e)
-		return 0;
-	e->exit_status = status;
-	__u32 ns_pid = BPF_CORE_READ(info, _sifields._sigchld._pid);
-	/* The child itself, or a dying father handing its zombie over. */
-	read_task_ref((struct task_struct *)bpf_get_current_task(), &e->task);
-	if (e->task.ns_pid != ns_pid || e->task.ns_level != BPF_CORE_READ(parent, thread_pid, level)) {
-		__builtin_memset(&e->task, 0, sizeof(e->task));
-		e->task.ns_pid = ns_pid;
-	}
-	read_task_ref(parent, &e->parent);
-	bpf_ringbuf_submit(e, 0);
-	w->flags |= WATCH_ZOMBIES;
+	if (status_crashes(status) || (w->flags & WATCH_RESETTING))
+		w->flags |= WATCH_ZOMBIES;
 	return 0;
 }
 
 /* A child started since a watched postmaster's reset began signals it
  * (SIGUSR1, a "pmsignal"): its startup process. From PostgreSQL 15 its first
  * one, PMSIGNAL_RECOVERY_STARTED (xlogrecovery.c PerformWalRecovery), ends
- * the postmaster's FatalError: crashes are acted on again while recovery
- * runs. */
-static __always_inline int notice_pmsignal(struct task_struct *pm, struct task_struct *sender,
-					   struct signal_info *s)
+ * the postmaster's FatalError when the postmaster handles it: noted here,
+ * reported when delivered. */
+static __always_inline int notice_pmsignal(struct task_struct *pm, struct task_struct *sender)
 {
 	if (!comm_is_server(pm->comm))
 		return 0;
 	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
-	if (!w || !(w->flags & WATCH_RESETTING) || BPF_CORE_READ(sender, real_parent, tgid) != pm->tgid ||
-	    process_start_ns(sender) <= w->reset_at_ns)
-		return 0;
-	struct event *e = reserve_event(EVENT_SIGNAL);
-	if (!e)
-		return 0;
-	e->signal = *s;
-	e->flags |= EVENT_HAS_SIGNAL;
-	read_task_ref(pm, &e->task);
-	read_task_ref(sender, &e->parent);
-	bpf_ringbuf_submit(e, 0);
+	if (w && (w->flags & WATCH_RESETTING) && BPF_CORE_READ(sender, real_parent, tgid) == pm->tgid &&
+	    process_start_ns(sender) > w->reset_at_ns)
+		w->flags |= WATCH_REDO_SIGNALLED;
 	return 0;
 }
 
@@ -169,7 +144,7 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	bpf_map_update_elem(&signals, &key, &s, BPF_ANY);
 
 	if (sig == SIGUSR1)
-		return notice_pmsignal(task, sender, &s);
+		return notice_pmsignal(task, sender);
 	if (!shutdown_signal(sig))
 		return 0;
 	struct watch *by = watch_of(s.sender_tgid, BPF_CORE_READ(sender, group_leader, start_boottime));
@@ -196,21 +171,26 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	return 0;
 }
 
-/* A watched postmaster takes SIGCHLD: its reaper runs now (a handler up to
- * PostgreSQL 15, a latch its main loop answers at once from 16) and reaps
- * the zombies reported since, in the order of its children list. */
-static __always_inline int notice_reaping(void)
+/* A watched postmaster takes the pmsignal its startup process sent: up to
+ * PostgreSQL 15 its handler runs now; from 16 the main loop handles it
+ * after the children's exits it also has pending, which the end of its
+ * next reaping pass tells. */
+static __always_inline int notice_pmsignal_delivery(void)
 {
 	struct task_struct *pm = bpf_get_current_task_btf();
 	if (!comm_is_server(pm->comm))
 		return 0;
 	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
-	if (!w || !(w->flags & WATCH_ZOMBIES))
+	if (!w || !(w->flags & WATCH_REDO_SIGNALLED))
 		return 0;
-	w->flags &= ~WATCH_ZOMBIES;
-	struct event *e = reserve_event(EVENT_REAPING);
+	w->flags &= ~WATCH_REDO_SIGNALLED;
+	struct event *e = reserve_event(EVENT_PMSIGNAL);
 	if (!e)
 		return 0;
+	if (w->flags & WATCH_ZOMBIES) {
+		e->flags |= EVENT_ZOMBIES_PENDING;
+		w->flags |= WATCH_PMSIGNAL_WAITS;
+	}
 	read_task_ref(pm, &e->parent);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
@@ -219,8 +199,8 @@ static __always_inline int notice_reaping(void)
 SEC("tp_btf/signal_deliver")
 int BPF_PROG(handle_signal_deliver, int sig, struct kernel_siginfo *info, struct k_sigaction *ka)
 {
-	if (sig == SIGCHLD)
-		return notice_reaping();
+	if (sig == SIGUSR1)
+		notice_pmsignal_delivery(); /* and on: it may also kill (without a handler) */
 	/* A handler means the signal does not kill by itself. */
 	if (!terminates_by_default(sig) || ka->sa.sa_handler != 0 /* SIG_DFL */)
 		return 0;

@@ -139,6 +139,19 @@ static __always_inline void read_history(struct proc_key *key, struct birth_reco
 	}
 }
 
+/* Copies what the parent that died ran, if the execs map has it: the
+ * command (a docker exec, a healthcheck, a probe, a script) whose exit left
+ * its children to the new parent. */
+static __always_inline void read_previous_exec(struct task_struct *father, struct event *e)
+{
+	struct proc_key key = { .tgid = BPF_CORE_READ(father, tgid), .start_ns = process_start_ns(father) };
+	struct exec_record *x = bpf_map_lookup_elem(&execs, &key);
+	if (x) {
+		e->previous_exec = *x;
+		e->flags |= EVENT_HAS_PREVIOUS_EXEC;
+	}
+}
+
 /* Fills an ancestry from the live process tree, from parent up, when there
  * is no birth record: the chain as it is now, which for anything but an
  * orphan is the chain it was born into. */

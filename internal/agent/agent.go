@@ -70,7 +70,7 @@ type Agent struct {
 	stopped      bool     // Run returned: late timers write nothing
 	unflushed    bool     // a record was written since the sinks were last flushed
 	byVerdict    sync.Map // verdict.Verdict -> *atomic.Uint64, reported records
-	byKind       [8]atomic.Uint64
+	byKind       [16]atomic.Uint64
 	mispredicted atomic.Uint64
 	sinkErrors   atomic.Uint64
 	rediscovered atomic.Uint64
@@ -254,7 +254,7 @@ func (a *Agent) flush() {
 func (a *Agent) Handle(ev *event.Event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.byKind[ev.Kind&7].Add(1)
+	a.byKind[ev.Kind&15].Add(1)
 	switch ev.Kind {
 	case event.KindExit:
 		a.onExit(ev)
@@ -266,10 +266,12 @@ func (a *Agent) Handle(ev *event.Event) {
 		a.onOOM(ev)
 	case event.KindSignal:
 		a.onSignal(ev)
-	case event.KindZombie:
-		a.onZombie(ev)
-	case event.KindReaping:
-		a.onReaping(ev)
+	case event.KindReap:
+		a.onReap(ev)
+	case event.KindReapedAll:
+		a.onReapedAll(ev)
+	case event.KindPMSignal:
+		a.onPMSignal(ev)
 	}
 }
 

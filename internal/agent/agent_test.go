@@ -140,8 +140,7 @@ func TestSeedIncidentVerdictAndRecord(t *testing.T) {
 	if rs := f.sink.byVerdict("crash-restart"); len(rs) != 0 {
 		t.Fatalf("decided before the postmaster reaped it: %+v", rs)
 	}
-	f.agent.Handle(zombieOf(psqlExit()))
-	f.agent.Handle(reaping(51e7))
+	f.agent.Handle(reapOf(psqlExit()))
 	rs := f.sink.byVerdict("crash-restart")
 	if len(rs) != 1 {
 		t.Fatalf("crash-restart records: %+v", f.sink.records)
@@ -207,29 +206,21 @@ func (f *fixture) startupEnds(at uint64) {
 	f.die(childExit(at, startup, 0, 100))
 }
 
-// zombieOf is the kernel's report that a dying child of the postmaster
-// became a zombie (its SIGCHLD sent).
-func zombieOf(ev *event.Event) *event.Event {
-	return &event.Event{Kind: event.KindZombie, Time: ev.Time + 1e5, Status: ev.Status, Task: ev.Task, Parent: postmaster}
+// reapOf is the kernel's report that the postmaster's waitpid reaps the
+// child whose death ev began.
+func reapOf(ev *event.Event) *event.Event {
+	return &event.Event{Kind: event.KindReap, Time: ev.Time + 1e5, Status: ev.Status, Task: ev.Task, Parent: postmaster}
 }
 
-// reaping is the postmaster taking SIGCHLD at (boot ns).
-func reaping(at uint64) *event.Event {
-	return &event.Event{Kind: event.KindReaping, Time: at, Parent: postmaster}
-}
-
-// die reports deaths as the kernel does: each beginning, each zombie (in
-// the same order), then the postmaster reaping them.
+// die reports deaths as the kernel does: each beginning, then the
+// postmaster reaping them in the same order.
 func (f *fixture) die(deaths ...*event.Event) {
-	last := uint64(0)
 	for _, ev := range deaths {
 		f.agent.Handle(ev)
-		last = max(last, ev.Time)
 	}
 	for _, ev := range deaths {
-		f.agent.Handle(zombieOf(ev))
+		f.agent.Handle(reapOf(ev))
 	}
-	f.agent.Handle(reaping(last + 2e5))
 }
 
 // A crash-restart is confirmed when the startup process ends crash
@@ -338,18 +329,20 @@ func TestCasualtiesOfAResetAreNotCrashRestarts(t *testing.T) {
 
 // kill -9 of a process group: sh (adopted earlier) and its child psql die
 // together. exit_notify() hands psql to the postmaster and makes sh a zombie
-// in one step; the postmaster reaps the older child, sh, first, and blames
-// it, though psql's death was reported first.
-func TestZombiesAreReapedOlderChildFirst(t *testing.T) {
+// in one step; the postmaster's waitpid reaps the older child, sh, first,
+// and blames it, though psql's death began first.
+func TestDeathsAreDecidedInTheOrderReaped(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
 	sh := task(290, 23, 30, "sh")
-	adopted := &event.Event{Kind: event.KindAdoption, Time: 40e7, Task: sh, Parent: postmaster, Previous: task(289, 22, 29, "sh")}
-	f.agent.Handle(adopted) // sh joined the postmaster's children at 0.4 s
 	psql := childExit(50e7, task(291, 24, 31, "psql"), event.ExitStatus(unix.SIGKILL), 290)
 	psql.Flags |= event.ParentExiting | event.Adopted
 	psql.Previous = sh
-	f.die(psql, childExit(50e7+1e5, sh, event.ExitStatus(unix.SIGKILL), 289))
+	shExit := childExit(50e7+1e5, sh, event.ExitStatus(unix.SIGKILL), 289)
+	f.agent.Handle(psql)
+	f.agent.Handle(shExit)
+	f.agent.Handle(reapOf(shExit))
+	f.agent.Handle(reapOf(psql))
 	crash, cas := f.sink.byVerdict("crash-restart"), f.sink.byVerdict("casualty")
 	if len(crash) != 1 || crash[0].Comm != "sh" || crash[0].NSPid != 23 || len(cas) != 1 || cas[0].Comm != "psql" {
 		t.Fatalf("crash-restart %+v, casualty %+v: want sh blamed, psql a casualty", crash, cas)
@@ -359,33 +352,42 @@ func TestZombiesAreReapedOlderChildFirst(t *testing.T) {
 	}
 }
 
-// A death that began first but whose zombie appeared after the postmaster
-// had reaped another (a big process's exit_mm, a thread group's last
-// thread): the postmaster blamed the other.
-func TestDeathsAreDecidedInTheOrderReaped(t *testing.T) {
-	f := newFixture(t, false)
-	f.postmasterExec()
-	slow := childExit(50e7, task(301, 31, 41, "psql"), event.ExitStatus(unix.SIGHUP), 299)
-	fast := childExit(50e7+1e6, task(302, 32, 42, "sleep"), event.ExitStatus(unix.SIGTERM), 299)
-	f.agent.Handle(slow)
-	f.agent.Handle(fast)
-	f.agent.Handle(zombieOf(fast))
-	f.agent.Handle(reaping(51e7))
-	f.agent.Handle(zombieOf(slow))
-	f.agent.Handle(reaping(52e7))
-	crash, cas := f.sink.byVerdict("crash-restart"), f.sink.byVerdict("casualty")
-	if len(crash) != 1 || crash[0].Comm != "sleep" || len(cas) != 1 || cas[0].Comm != "psql" {
-		t.Fatalf("crash-restart %+v, casualty %+v: want sleep blamed", crash, cas)
+// From PostgreSQL 15 the startup process's pmsignal ends FatalError as WAL
+// recovery begins; from 16 only after the reaping pass the postmaster also
+// has pending.
+func TestPMSignalEndsTheResetEarly(t *testing.T) {
+	for _, major := range []int{15, 18} {
+		f := newFixture(t, false)
+		f.postmasterExec()
+		f.agent.cfg.Table.Postmaster(postmaster.Key()).Major = major
+		f.die(psqlExit())
+		pending := &event.Event{Kind: event.KindPMSignal, Time: 60e7, Parent: postmaster, Flags: event.ZombiesPending}
+		f.agent.Handle(pending)
+		late := childExit(61e7, task(305, 35, 55, "psql"), 2<<8, 299)
+		f.die(late) // reaped in the pass the pmsignal came with
+		if major == 15 {
+			if n := len(f.sink.byVerdict("crash-restart")); n != 2 {
+				t.Errorf("15: %d crash-restarts, want the reap after the pmsignal's handler to count", n)
+			}
+			continue
+		}
+		if n := len(f.sink.byVerdict("casualty")); n != 1 {
+			t.Errorf("18: %d casualties, want the reap before the main loop's pmsignal to be ignored", n)
+		}
+		f.agent.Handle(&event.Event{Kind: event.KindReapedAll, Time: 62e7, Parent: postmaster})
+		f.die(childExit(63e7, task(306, 36, 56, "psql"), 2<<8, 299))
+		if n := len(f.sink.byVerdict("crash-restart")); n != 2 {
+			t.Errorf("18: %d crash-restarts after the pass ended, want 2", n)
+		}
 	}
 }
 
-// A zombie whose death was not seen (its event lost) is decided from the
-// zombie alone; a death whose reaping was not seen is decided by the sweep.
+// A reap whose death was not seen (its event lost) is decided from the reap
+// alone; a death whose reap was not seen is decided by the sweep.
 func TestDeathsDecidedWithoutAllTheirEvents(t *testing.T) {
 	f := newFixture(t, false)
 	f.postmasterExec()
-	f.agent.Handle(zombieOf(psqlExit()))
-	f.agent.Handle(reaping(51e7))
+	f.agent.Handle(reapOf(psqlExit()))
 	if rs := f.sink.byVerdict("crash-restart"); len(rs) != 1 || rs[0].NSPid != 9 || rs[0].PostgresLog == "" {
 		t.Fatalf("records = %+v", f.sink.records)
 	}

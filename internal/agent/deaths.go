@@ -18,12 +18,12 @@ import (
 // A postmaster decides what a child's death means when it reaps it, in the
 // state it is in then (verdict.State): the first crash it reaps while
 // running is the one it logs and acts on, and the rest of the reset it
-// ignores. It reaps when it takes SIGCHLD, the zombies there are then, in
-// the order of its children list: older children first, whatever order they
-// died in. The kernel reports each child's death as it begins (the exit,
-// with the evidence), each zombie as it appears (KindZombie), and each time
-// the postmaster takes SIGCHLD (KindReaping): deaths that matter wait for
-// that, and are decided in the postmaster's order.
+// ignores. Its reaper loops on waitpid(-1), which hands out the zombies in
+// the order of its children list, older children first, whatever order
+// they died in. The kernel reports each child's death as it begins (the
+// exit, with the evidence), and each reap as the waitpid call that makes
+// it (KindReap): deaths that matter wait for their reap, and are decided
+// in the postmaster's order.
 
 // reapWait is how long a death waits for its reaping before the sweep
 // decides it anyway (an event was lost).
@@ -44,8 +44,9 @@ type run struct {
 	// dying: deaths that matter (a crash status, or any while it resets),
 	// by pid in its namespace, until it reaps them.
 	dying map[uint32]*death
-	// zombies: those ready for its next reaping, as they appeared.
-	zombies []*death
+	// redoPending: a pmsignal ending FatalError waits for the end of the
+	// reaping pass (PostgreSQL 16+).
+	redoPending bool
 }
 
 // death is a child's death, with what is known about it.
@@ -54,9 +55,6 @@ type death struct {
 	proc    *lineage.Process
 	adoptee bool
 	oom     bool
-	// joined: when it became the postmaster's child (boot ns), its place in
-	// the children list: its fork, or its adoption; 0 when older than that.
-	joined uint64
 }
 
 func (a *Agent) run(pm *lineage.Postmaster) *run {
@@ -119,7 +117,6 @@ func (a *Agent) childDied(pm *lineage.Postmaster, ev *event.Event, proc *lineage
 		proc:    proc,
 		adoptee: verdict.IsAdoptee(origin(ev, proc), verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String())),
 		oom:     proc != nil && proc.OOMKilled,
-		joined:  joined(ev, proc),
 	}
 	r := a.run(pm)
 	crashes := verdict.Crashes(ev.Status)
@@ -131,32 +128,15 @@ func (a *Agent) childDied(pm *lineage.Postmaster, ev *event.Event, proc *lineage
 	}
 }
 
-// joined is when a child joined the postmaster's children list.
-func joined(ev *event.Event, proc *lineage.Process) uint64 {
-	switch {
-	case ev.Kind == event.KindAdoption || ev.Flags&event.ParentExiting != 0:
-		return ev.Time // handed over as its father dies
-	case proc != nil && proc.AdoptedAt != 0:
-		return proc.AdoptedAt
-	case origin(ev, proc) == verdict.OriginForked:
-		return ev.Task.Start
-	}
-	return 0
-}
-
 func (d *death) child() verdict.Child {
 	return verdict.Child{Status: d.ev.Status, Tracked: !d.adoptee, Start: d.ev.Task.Start,
 		ServerBinary: verdict.IsServerBinary("", d.ev.Task.Comm.String())}
 }
 
-// onZombie: a child of the postmaster became a zombie; it is reaped at the
-// postmaster's next reaping.
 var debugDeaths = os.Getenv("ORPHANWATCH_DEBUG_DEATHS") != ""
 
-func (a *Agent) onZombie(ev *event.Event) {
-	if debugDeaths {
-		fmt.Fprintf(os.Stderr, "DEBUG zombie t=%d pm=%d ns=%d host=%d status=%v\n", ev.Time, ev.Parent.PID, ev.Task.NSPid, ev.Task.PID, ev.Status)
-	}
+// onReap: the postmaster's waitpid reaps a child now.
+func (a *Agent) onReap(ev *event.Event) {
 	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
 	if pm == nil {
 		return
@@ -164,43 +144,44 @@ func (a *Agent) onZombie(ev *event.Event) {
 	r := a.run(pm)
 	d := r.dying[ev.Task.NSPid]
 	delete(r.dying, ev.Task.NSPid)
-	if d == nil || (ev.Task.PID != 0 && d.ev.Task.Key() != ev.Task.Key()) {
-		// Not seen dying (its exit event lost, or a reused pid): the zombie
+	if d == nil || d.ev.Task.Key() != ev.Task.Key() {
+		// Not seen dying (its exit event lost, or a reused pid): the reap
 		// says enough to decide.
 		proc := a.cfg.Table.Lookup(ev.Task.Key())
-		d = &death{ev: *ev, proc: proc, adoptee: verdict.IsAdoptee(origin(ev, proc), verdict.IsServerBinary("", ev.Task.Comm.String())), joined: joined(ev, proc)}
+		d = &death{ev: *ev, proc: proc, adoptee: verdict.IsAdoptee(origin(ev, proc), verdict.IsServerBinary("", ev.Task.Comm.String()))}
 		d.ev.Kind = event.KindExit
 		d.oom = proc != nil && proc.OOMKilled
 	}
 	d.ev.Status = ev.Status
-	r.zombies = append(r.zombies, d)
+	a.reap(r, d)
 }
 
-// onReaping: the postmaster takes SIGCHLD and reaps its zombies, older
-// children first.
-func (a *Agent) onReaping(ev *event.Event) {
-	if debugDeaths {
-		fmt.Fprintf(os.Stderr, "DEBUG reaping t=%d pm=%d\n", ev.Time, ev.Parent.PID)
-	}
+// onPMSignal: the postmaster takes its startup process's pmsignal, which
+// from PostgreSQL 15 ends FatalError. Up to 15 its handler does that now;
+// from 16 its main loop does it after the reaping pass it also has pending
+// (pending_pm_child_exit is handled before pending_pm_pmsignal).
+func (a *Agent) onPMSignal(ev *event.Event) {
 	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
 	if pm == nil {
 		return
 	}
 	r := a.run(pm)
-	a.reapZombies(r)
+	if ev.Flags&event.ZombiesPending != 0 && verdict.RuleFor(pm.Major).PMSignalAfterReaping {
+		r.redoPending = true
+		return
+	}
+	r.state.RedoStarted()
 }
 
-func (a *Agent) reapZombies(r *run) {
-	zombies := r.zombies
-	r.zombies = nil
-	slices.SortStableFunc(zombies, func(x, y *death) int {
-		if c := cmp.Compare(x.joined, y.joined); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.ev.Task.Start, y.ev.Task.Start) // a father's children, in fork order
-	})
-	for _, d := range zombies {
-		a.reap(r, d)
+// onReapedAll: a reaping pass of the postmaster ended.
+func (a *Agent) onReapedAll(ev *event.Event) {
+	pm := a.cfg.Table.Postmaster(ev.Parent.Key())
+	if pm == nil {
+		return
+	}
+	if r := a.run(pm); r.redoPending {
+		r.redoPending = false
+		r.state.RedoStarted()
 	}
 }
 
@@ -209,7 +190,7 @@ func (a *Agent) reapZombies(r *run) {
 func (a *Agent) reap(r *run, d *death) {
 	reaped := r.state.Reap(d.child(), d.ev.Time)
 	if debugDeaths {
-		fmt.Fprintf(os.Stderr, "DEBUG reap pm=%d ns=%d host=%d comm=%s status=%v joined=%d start=%d adoptee=%v -> %+v state=%+v\n", r.pm.Key.PID, d.ev.Task.NSPid, d.ev.Task.PID, d.ev.Task.Comm.String(), d.ev.Status, d.joined, d.ev.Task.Start, d.adoptee, reaped, r.state)
+		fmt.Fprintf(os.Stderr, "DEBUG reap pm=%d ns=%d host=%d comm=%s status=%v start=%d adoptee=%v -> %+v state=%+v\n", r.pm.Key.PID, d.ev.Task.NSPid, d.ev.Task.PID, d.ev.Task.Comm.String(), d.ev.Status, d.ev.Task.Start, d.adoptee, reaped, r.state)
 	}
 	if verdict.Crashes(d.ev.Status) {
 		a.report1(r, d, reaped)
@@ -266,11 +247,7 @@ func (a *Agent) recovered(r *run, at uint64) {
 func (a *Agent) onSignal(ev *event.Event) {
 	sig := unix.Signal(ev.Signal.Signo)
 	if pm := a.cfg.Table.Postmaster(ev.Task.Key()); pm != nil {
-		r := a.run(pm)
-		if sig == unix.SIGUSR1 {
-			r.state.RedoStarted(ev.Parent.Start) // its startup process's pmsignal
-		}
-		r.state.Signal(sig) // pg_ctl stop: TERM smart, INT fast, QUIT immediate
+		a.run(pm).state.Signal(sig) // pg_ctl stop: TERM smart, INT fast, QUIT immediate
 	} else if pm := a.cfg.Table.Postmaster(ev.Parent.Key()); pm != nil && (sig == unix.SIGQUIT || sig == unix.SIGABRT) &&
 		ev.Signal.Flags&event.SignalToChild != 0 {
 		// The postmaster tells its children to quit: a crash's fan-out (its
@@ -292,16 +269,12 @@ func (a *Agent) onSignal(ev *event.Event) {
 	}
 }
 
-// settle decides what waited for its reaping longer than wait (all of it
-// for 0: the agent is stopping): the zombies, then the deaths whose zombie
-// was not seen, in the order they died (an event was lost).
+// settle decides the deaths that waited for their reap longer than wait
+// (all of them for 0: the agent is stopping), in the order they died: a
+// reap event was lost, or the postmaster has not reaped them yet.
 func (a *Agent) settle(wait time.Duration) {
 	now := a.cfg.Now()
 	for _, r := range a.runs {
-		if len(r.zombies) > 0 && (wait == 0 || now >= r.zombies[0].ev.Time+uint64(wait)) {
-			a.reapsMissed.Add(uint64(len(r.zombies)))
-			a.reapZombies(r)
-		}
 		var late []*death
 		for nsPid, d := range r.dying {
 			if wait == 0 || now >= d.ev.Time+uint64(wait) {

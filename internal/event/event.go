@@ -10,13 +10,14 @@ import "bytes"
 type Kind uint8
 
 const (
-	KindExit     Kind = 1 // a process (its whole thread group) exited
-	KindAdoption Kind = 2 // a process lost its parent and was handed to a new one
-	KindExec     Kind = 3 // a postgres binary was executed
-	KindSignal   Kind = 4 // a terminating signal sent by or to a postmaster
-	KindOOM      Kind = 5 // the OOM killer chose a victim
-	KindZombie   Kind = 6 // a watched postmaster's child became a zombie (SIGCHLD sent)
-	KindReaping  Kind = 7 // a watched postmaster took SIGCHLD: it reaps its zombies now
+	KindExit      Kind = 1 // a process (its whole thread group) exited
+	KindAdoption  Kind = 2 // a process lost its parent and was handed to a new one
+	KindExec      Kind = 3 // a postgres binary was executed
+	KindSignal    Kind = 4 // a terminating signal sent by or to a postmaster
+	KindOOM       Kind = 5 // the OOM killer chose a victim
+	KindReap      Kind = 6 // a watched postmaster's waitpid(-1) reaps this child now
+	KindReapedAll Kind = 7 // its waitpid found no zombie left: a reaping pass ended
+	KindPMSignal  Kind = 8 // it took delivery of the pmsignal its startup process sent
 )
 
 func (k Kind) String() string {
@@ -31,16 +32,18 @@ func (k Kind) String() string {
 		return "signal"
 	case KindOOM:
 		return "oom"
-	case KindZombie:
-		return "zombie"
-	case KindReaping:
-		return "reaping"
+	case KindReap:
+		return "reap"
+	case KindReapedAll:
+		return "reaped-all"
+	case KindPMSignal:
+		return "pmsignal"
 	}
 	return "unknown"
 }
 
 // Kinds lists every kind, for counters keyed by kind.
-var Kinds = [...]Kind{KindExit, KindAdoption, KindExec, KindSignal, KindOOM, KindZombie, KindReaping}
+var Kinds = [...]Kind{KindExit, KindAdoption, KindExec, KindSignal, KindOOM, KindReap, KindReapedAll, KindPMSignal}
 
 // Comm is a task's command name (TASK_COMM_LEN bytes, NUL padded).
 type Comm [16]byte
@@ -115,6 +118,10 @@ const (
 	// the reaper it goes to, as the kernel's find_new_reaper() picks it.
 	ParentExiting Flags = 1 << 5
 	Dead          Flags = 1 << 6 // adoption: the orphan is dead or dying; Status is final
+	// HasPreviousExec: PreviousExec holds what the parent that died ran.
+	HasPreviousExec Flags = 1 << 7
+	// ZombiesPending: pmsignal delivered while zombies awaited reaping.
+	ZombiesPending Flags = 1 << 8
 )
 
 // Ancestor is one step of the chain above a process at its birth.
@@ -138,9 +145,7 @@ type Birth struct {
 	ParentStart uint64 // boot clock ns; with Ancestry[0].PID, the original parent
 	Flags       BirthFlags
 	Ancestry    [4]Ancestor // [0] the parent, [1] its parent, ...
-	Exe         [64]byte
-	Args        [160]byte // NUL-separated argv, possibly truncated
-	ArgsLen     uint16
+	Exec
 }
 
 // OriginalParent is the parent the process was born to.
@@ -148,13 +153,20 @@ func (b *Birth) OriginalParent() ProcessKey {
 	return ProcessKey{PID: b.Ancestry[0].PID, StartTicks: StartTicks(b.ParentStart)}
 }
 
+// Exec is what a process executed, as the kernel recorded it at exec.
+type Exec struct {
+	Exe     [64]byte
+	Args    [160]byte // NUL-separated argv, possibly truncated
+	ArgsLen uint16
+}
+
 // ExePath is the path given to execve, if the process executed one.
-func (b *Birth) ExePath() string { return cString(b.Exe[:]) }
+func (x *Exec) ExePath() string { return cString(x.Exe[:]) }
 
 // Argv returns the recorded arguments (allocates: for reporting only).
-func (b *Birth) Argv() []string {
-	n := min(int(b.ArgsLen), len(b.Args))
-	raw := bytes.TrimRight(b.Args[:n], "\x00")
+func (x *Exec) Argv() []string {
+	n := min(int(x.ArgsLen), len(x.Args))
+	raw := bytes.TrimRight(x.Args[:n], "\x00")
 	if len(raw) == 0 {
 		return nil
 	}
@@ -222,11 +234,14 @@ type Event struct {
 	Kind     Kind
 	Flags    Flags
 	Status   ExitStatus // exit; adoption of the dead
-	Task     Task       // the process the event is about (zombie: maybe only NSPid, see bpf/events.h)
-	Parent   Task       // exit: parent at death; adoption: new parent; exec: parent; signal: sender; zombie, reaping: the postmaster
+	Task     Task       // the process the event is about
+	Parent   Task       // exit: parent at death; adoption: new parent; exec: parent; signal: sender; reap, reaped-all, pmsignal: the postmaster
 	Previous Task       // adoption, and exit with ParentExiting: the parent that died
 	Cgroup   Cgroup
 	Signal   Signal
 	OOM      OOM
 	Birth    Birth
+	// PreviousExec: adoption, and exit with ParentExiting: what the parent
+	// that died ran (HasPreviousExec), where the orphan came from.
+	PreviousExec Exec
 }

@@ -114,7 +114,7 @@ func New(cfg Config) *Exporter {
 		trackedEvicted: desc("orphanwatch_tracked_processes_evicted_total",
 			"Processes dropped from the process table because it was full."),
 		events: desc("orphanwatch_events_total",
-			"Events received from the kernel, by kind (exit, adoption, exec, signal, oom, zombie, reaping).", "kind"),
+			"Events received from the kernel, by kind (exit, adoption, exec, signal, oom, reap, reaped-all, pmsignal).", "kind"),
 		recordsByVerdict: desc("orphanwatch_records_total",
 			"Records reported (JSON lines on stdout), by verdict.", "verdict"),
 		mispredicted: desc("orphanwatch_adoptions_mispredicted_total",

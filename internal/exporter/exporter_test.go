@@ -103,7 +103,7 @@ func (f *fixture) seedIncident(t *testing.T) {
 	copy(ev.Cgroup.Name[:], "docker-"+dbID+".scope")
 	copy(ev.Cgroup.Parent[:], "system.slice")
 	ev.Signal = event.Signal{Signo: uint32(unix.SIGPIPE), SenderPID: 300, Flags: event.SignalFromSelf | event.SignalNoInfo}
-	events = append(events, ev, zombieOf(ev), reaping(50e7+5e5))
+	events = append(events, ev, reapOf(ev))
 	for range 2 { // to the backend's pid, then to its process group
 		q := &event.Event{Kind: event.KindSignal, Time: 50e7 + 1e6, Task: task(101, 30, 21, "postgres"), Parent: postmaster, Flags: event.HasSignal}
 		q.Signal = event.Signal{Signo: uint32(unix.SIGQUIT), SenderPID: 100, Flags: event.SignalToChild}
@@ -113,7 +113,7 @@ func (f *fixture) seedIncident(t *testing.T) {
 	startup.Task.Start = 55e7
 	startup.Birth.Flags = event.BirthForked
 	startup.Birth.Ancestry[0].PID = 100
-	events = append(events, startup, zombieOf(startup), reaping(80e7+5e5))
+	events = append(events, startup, reapOf(startup))
 	read := func(_ context.Context, handle func(*event.Event), idle func()) error {
 		for _, ev := range events {
 			handle(ev)
@@ -129,14 +129,10 @@ func (f *fixture) seedIncident(t *testing.T) {
 	}
 }
 
-// zombieOf is the kernel's report that a dying child of the postmaster
-// became a zombie; reaping, the postmaster taking SIGCHLD.
-func zombieOf(ev *event.Event) *event.Event {
-	return &event.Event{Kind: event.KindZombie, Time: ev.Time + 1e5, Status: ev.Status, Task: ev.Task, Parent: postmaster}
-}
-
-func reaping(at uint64) *event.Event {
-	return &event.Event{Kind: event.KindReaping, Time: at, Parent: postmaster}
+// reapOf is the kernel's report that the postmaster's waitpid reaps the
+// child whose death ev began.
+func reapOf(ev *event.Event) *event.Event {
+	return &event.Event{Kind: event.KindReap, Time: ev.Time + 1e5, Status: ev.Status, Task: ev.Task, Parent: postmaster}
 }
 
 func TestGaugesAndZeroSeriesBeforeAnyIncident(t *testing.T) {
@@ -195,15 +191,16 @@ orphanwatch_postmaster_crash_restarts_total{` + dbLabels + `} 1
 # HELP orphanwatch_adopted_processes Live processes whose parent is a postmaster that did not start them (orphans it adopted), by the postmaster's container.
 # TYPE orphanwatch_adopted_processes gauge
 orphanwatch_adopted_processes{` + dbLabels + `} 0
-# HELP orphanwatch_events_total Events received from the kernel, by kind (exit, adoption, exec, signal, oom, zombie, reaping).
+# HELP orphanwatch_events_total Events received from the kernel, by kind (exit, adoption, exec, signal, oom, reap, reaped-all, pmsignal).
 # TYPE orphanwatch_events_total counter
 orphanwatch_events_total{kind="adoption"} 0
 orphanwatch_events_total{kind="exec"} 0
 orphanwatch_events_total{kind="exit"} 2
 orphanwatch_events_total{kind="oom"} 0
-orphanwatch_events_total{kind="reaping"} 2
+orphanwatch_events_total{kind="pmsignal"} 0
+orphanwatch_events_total{kind="reap"} 2
+orphanwatch_events_total{kind="reaped-all"} 0
 orphanwatch_events_total{kind="signal"} 2
-orphanwatch_events_total{kind="zombie"} 2
 # HELP orphanwatch_unexplained_crash_restarts_total Crash-restarts PostgreSQL performed whose culprit orphanwatch did not see: the death it reacted to never reached orphanwatch (lost events, or a bug to report). Series start at 0 for every running postmaster.
 # TYPE orphanwatch_unexplained_crash_restarts_total counter
 orphanwatch_unexplained_crash_restarts_total{` + dbLabels + `} 0

@@ -19,22 +19,31 @@ import (
 )
 
 // startPostmasterNamespace runs script in a new PID namespace whose PID 1
-// the kernel takes for a watched postmaster: bash (which, like a
-// postmaster, handles SIGCHLD) under the name postgres (its comm), watched
-// by c. The script reads lines from the returned writer. It returns the
-// init's host pid and key.
+// the kernel takes for a watched postmaster: a small program named postgres
+// (its comm) that, like a postmaster, reaps its children with waitpid(-1,
+// WNOHANG) in a loop when it takes SIGCHLD; watched by c. The script reads
+// lines from the returned writer. It returns the init's host pid and key.
 func startPostmasterNamespace(t *testing.T, c *collector, script string) (int, event.ProcessKey, io.Writer) {
 	t.Helper()
+	testenv.RequireCommands(t, "cc")
 	dir := t.TempDir()
-	sh := filepath.Join(dir, "postgres")
-	data, err := os.ReadFile("/bin/bash")
-	if err != nil {
-		t.Fatal(err)
+	src := filepath.Join(dir, "reaper.c")
+	os.WriteFile(src, []byte(`#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void reaper(int sig) { int st; (void)sig; while (waitpid(-1, &st, WNOHANG) > 0) ; }
+int main(int argc, char **argv) {
+	(void)argc;
+	signal(SIGCHLD, reaper);
+	if (fork() == 0) { execl("/bin/sh", "sh", "-c", argv[1], (char *)0); _exit(127); }
+	for (;;) pause();
+}
+`), 0o644)
+	bin := filepath.Join(dir, "postgres")
+	if out, err := exec.Command("cc", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v: %s", err, out)
 	}
-	if err := os.WriteFile(sh, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	init, stdin := startNamespaceWith(t, sh, "read go; "+script)
+	init, stdin := startNamespaceWith(t, bin, "read go; "+script)
 	st, err := procfs.Default.ReadStat(init)
 	if err != nil {
 		t.Fatal(err)
@@ -47,15 +56,19 @@ func startPostmasterNamespace(t *testing.T, c *collector, script string) (int, e
 	return init, key, stdin
 }
 
-// nsPidOf reads a process's pid in its own namespace.
-func nsPidOf(t *testing.T, pid int) int {
-	t.Helper()
-	st, err := procfs.Default.ReadStatus(pid)
-	if err != nil {
-		t.Fatal(err)
+// reapOrder lists the pids the init's waitpid reaped, in order.
+func (c *collector) reapOrder(init int) []uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []uint32
+	for _, ev := range c.events {
+		if ev.Kind == event.KindReap && ev.Parent.PID == uint32(init) {
+			out = append(out, ev.Task.PID)
+		}
 	}
-	return st.NSPid()
+	return out
 }
+
 
 // deathsOf counts the events that report pid's death: its exit, or its
 // handing over dead.
@@ -73,15 +86,13 @@ func (c *collector) deathsOf(pid int) []event.Event {
 
 // A process group killed at once (kill -9 -PGID): a shell the postmaster
 // adopted and its child die together. Each death reaches user space exactly
-// once, whichever program sees it first; each becomes a zombie of the
-// postmaster once; and the postmaster's taking SIGCHLD is reported, which
-// is when it reaps them. Repeated: the two deaths race.
+// once, whichever program sees it first, and each reap by the postmaster's
+// waitpid once. Repeated: the two deaths race.
 func TestKernelGroupKillReportsEachDeathOnce(t *testing.T) {
 	c := startProbe(t, Config{})
 	for round := range 10 {
-		init, _, _ := startPostmasterNamespace(t, c, `trap : CHLD; setsid sh -c 'sleep 60 & wait' & while :; do sleep 1; done`)
-		sh := waitChild(t, init, "sh")
-		sleep := waitChild(t, sh, "sleep")
+		init, _, _ := startPostmasterNamespace(t, c, `setsid sh -c 'sleep 60 & wait' & exit`)
+		sh, sleep := waitOrphan(t, init, "sh", "sleep")
 		if err := unix.Kill(-sh, unix.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -95,19 +106,19 @@ func TestKernelGroupKillReportsEachDeathOnce(t *testing.T) {
 		if len(shDeaths) != 1 || len(sleepDeaths) != 1 {
 			t.Fatalf("round %d: %d reports of the shell's death, %d of its child's, want 1 each", round, len(shDeaths), len(sleepDeaths))
 		}
-		// Each became a zombie of the init once, and the init then reaped.
+		// The init's waitpid reaps each once, the older child, the shell,
+		// first: its children list puts the orphan it adopted last.
 		for _, pid := range []int{sh, sleep} {
-			ns := nsPidOf0(sleepDeaths[0], shDeaths[0], pid)
-			z := c.count(func(ev *event.Event) bool {
-				return ev.Kind == event.KindZombie && ev.Parent.PID == uint32(init) && ev.Task.NSPid == ns
+			c.waitFor(t, "the init reaping", func(ev *event.Event) bool {
+				return ev.Kind == event.KindReap && ev.Parent.PID == uint32(init) && ev.Task.PID == uint32(pid)
 			})
-			if z != 1 {
-				t.Errorf("round %d: %d zombie events for pid %d (ns %d), want 1", round, z, pid, ns)
+			if n := c.count(func(ev *event.Event) bool { return ev.Kind == event.KindReap && ev.Task.PID == uint32(pid) }); n != 1 {
+				t.Errorf("round %d: %d reaps of %d, want 1", round, n, pid)
 			}
 		}
-		c.waitFor(t, "the init reaping", func(ev *event.Event) bool {
-			return ev.Kind == event.KindReaping && ev.Parent.PID == uint32(init)
-		})
+		if order := c.reapOrder(init); len(order) < 2 || order[0] != uint32(sh) {
+			t.Errorf("round %d: reaped %v, want the shell %d first", round, order, sh)
+		}
 		d := sleepDeaths[0]
 		if d.Status.Signal() != unix.SIGKILL || d.Parent.PID != uint32(init) {
 			t.Errorf("round %d: child's death %v under %d, want SIGKILL under the init %d", round, d.Status, d.Parent.PID, init)
@@ -122,12 +133,29 @@ func TestKernelGroupKillReportsEachDeathOnce(t *testing.T) {
 	}
 }
 
-// nsPidOf0 is the namespace pid of pid, from its death report.
-func nsPidOf0(a, b event.Event, pid int) uint32 {
-	if a.Task.PID == uint32(pid) {
-		return a.Task.NSPid
+// waitOrphan finds a child of init named comm (adopted: its shell exited)
+// with a child of its own named grandchild.
+func waitOrphan(t *testing.T, init int, comm, grandchild string) (int, int) {
+	t.Helper()
+	for range 200 {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", init, init))
+		for _, f := range strings.Fields(string(data)) {
+			pid, _ := strconv.Atoi(f)
+			if st, err := procfs.Default.ReadStat(pid); err != nil || st.Comm != comm {
+				continue
+			}
+			kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+			for _, k := range strings.Fields(string(kids)) {
+				kid, _ := strconv.Atoi(k)
+				if st, err := procfs.Default.ReadStat(kid); err == nil && st.Comm == grandchild {
+					return pid, kid
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return b.Task.NSPid
+	t.Fatalf("no orphan %q with a child %q under %d", comm, grandchild, init)
+	return 0, 0
 }
 
 // waitChild finds the child of parent whose comm is comm.
@@ -153,7 +181,7 @@ func waitChild(t *testing.T, parent int, comm string) int {
 func TestKernelCrashFlagsAResetUntilUserSpaceEndsIt(t *testing.T) {
 	c := startProbe(t, Config{})
 	init, key, step := startPostmasterNamespace(t, c,
-		`while read what; do sh -c "exit $what"; done`)
+		`while read what; do (sh -c "sleep 0.2; exit $what" &); done`)
 	clean := func() int {
 		return c.count(func(ev *event.Event) bool {
 			return ev.Kind == event.KindExit && ev.Parent.PID == uint32(init) && ev.Status == 0

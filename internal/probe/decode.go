@@ -21,7 +21,7 @@ func Decode(raw []byte, pageSize uint64, ev *event.Event) error {
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), RecordSize), raw)
 	// Range-checked before the conversion: event.Kind is narrower than the
 	// record's field, so 257 would pass as 1.
-	if r.Kind < uint32(event.KindExit) || r.Kind > uint32(event.KindReaping) {
+	if r.Kind < uint32(event.KindExit) || r.Kind > uint32(event.KindPMSignal) {
 		return fmt.Errorf("unknown event kind %d", r.Kind)
 	}
 	kind := event.Kind(r.Kind)
@@ -62,10 +62,15 @@ func Decode(raw []byte, pageSize uint64, ev *event.Event) error {
 		ev.Birth.Ancestry[i].PID = b.Ancestry[i].Tgid
 		copyChars(ev.Birth.Ancestry[i].Comm[:], b.Ancestry[i].Comm[:])
 	}
-	ev.Birth.ArgsLen = min(x.ArgsLen, uint16(len(x.Args)))
-	copyChars(ev.Birth.Exe[:], x.Exe[:])
-	copyChars(ev.Birth.Args[:], x.Args[:])
+	decodeExec(&ev.Birth.Exec, x)
+	decodeExec(&ev.PreviousExec, &r.PreviousExec)
 	return nil
+}
+
+func decodeExec(x *event.Exec, r *lifecycleExecRecord) {
+	x.ArgsLen = min(r.ArgsLen, uint16(len(x.Args)))
+	copyChars(x.Exe[:], r.Exe[:])
+	copyChars(x.Args[:], r.Args[:])
 }
 
 // taskRef names the anonymous struct bpf2go generates for struct task_ref

@@ -104,30 +104,34 @@ type lifecycleEvent struct {
 		Fork lifecycleBirthRecord
 		Exec lifecycleExecRecord
 	}
+	PreviousExec lifecycleExecRecord
 }
 
 type lifecycleEventFlag uint32
 
 const (
-	lifecycleEventFlagEVENT_HAS_BIRTH      lifecycleEventFlag = 1
-	lifecycleEventFlagEVENT_HAS_SIGNAL     lifecycleEventFlag = 2
-	lifecycleEventFlagEVENT_ADOPTED        lifecycleEventFlag = 4
-	lifecycleEventFlagEVENT_REAPER_GUESSED lifecycleEventFlag = 8
-	lifecycleEventFlagEVENT_CGROUP_V1      lifecycleEventFlag = 16
-	lifecycleEventFlagEVENT_PARENT_EXITING lifecycleEventFlag = 32
-	lifecycleEventFlagEVENT_DEAD           lifecycleEventFlag = 64
+	lifecycleEventFlagEVENT_HAS_BIRTH         lifecycleEventFlag = 1
+	lifecycleEventFlagEVENT_HAS_SIGNAL        lifecycleEventFlag = 2
+	lifecycleEventFlagEVENT_ADOPTED           lifecycleEventFlag = 4
+	lifecycleEventFlagEVENT_REAPER_GUESSED    lifecycleEventFlag = 8
+	lifecycleEventFlagEVENT_CGROUP_V1         lifecycleEventFlag = 16
+	lifecycleEventFlagEVENT_PARENT_EXITING    lifecycleEventFlag = 32
+	lifecycleEventFlagEVENT_DEAD              lifecycleEventFlag = 64
+	lifecycleEventFlagEVENT_HAS_PREVIOUS_EXEC lifecycleEventFlag = 128
+	lifecycleEventFlagEVENT_ZOMBIES_PENDING   lifecycleEventFlag = 256
 )
 
 type lifecycleEventKind uint32
 
 const (
-	lifecycleEventKindEVENT_EXIT     lifecycleEventKind = 1
-	lifecycleEventKindEVENT_ADOPTION lifecycleEventKind = 2
-	lifecycleEventKindEVENT_EXEC     lifecycleEventKind = 3
-	lifecycleEventKindEVENT_SIGNAL   lifecycleEventKind = 4
-	lifecycleEventKindEVENT_OOM      lifecycleEventKind = 5
-	lifecycleEventKindEVENT_ZOMBIE   lifecycleEventKind = 6
-	lifecycleEventKindEVENT_REAPING  lifecycleEventKind = 7
+	lifecycleEventKindEVENT_EXIT       lifecycleEventKind = 1
+	lifecycleEventKindEVENT_ADOPTION   lifecycleEventKind = 2
+	lifecycleEventKindEVENT_EXEC       lifecycleEventKind = 3
+	lifecycleEventKindEVENT_SIGNAL     lifecycleEventKind = 4
+	lifecycleEventKindEVENT_OOM        lifecycleEventKind = 5
+	lifecycleEventKindEVENT_REAP       lifecycleEventKind = 6
+	lifecycleEventKindEVENT_REAPED_ALL lifecycleEventKind = 7
+	lifecycleEventKindEVENT_PMSIGNAL   lifecycleEventKind = 8
 )
 
 type lifecycleExecRecord struct {
@@ -200,8 +204,10 @@ type lifecycleWatch struct {
 type lifecycleWatchFlag uint32
 
 const (
-	lifecycleWatchFlagWATCH_RESETTING lifecycleWatchFlag = 1
-	lifecycleWatchFlagWATCH_ZOMBIES   lifecycleWatchFlag = 2
+	lifecycleWatchFlagWATCH_RESETTING      lifecycleWatchFlag = 1
+	lifecycleWatchFlagWATCH_ZOMBIES        lifecycleWatchFlag = 2
+	lifecycleWatchFlagWATCH_REDO_SIGNALLED lifecycleWatchFlag = 4
+	lifecycleWatchFlagWATCH_PMSIGNAL_WAITS lifecycleWatchFlag = 8
 )
 
 // Names of all BPF objects in the ELF.
@@ -220,6 +226,7 @@ const (
 	lifecycleProgHandleExit      = "handle_exit"
 	lifecycleProgHandleExitLive  = "handle_exit_live"
 	lifecycleProgHandleFork      = "handle_fork"
+	lifecycleProgHandleWait      = "handle_wait"
 	lifecycleVarAttachedAtNs     = "attached_at_ns"
 	lifecycleVarCrashExitCode    = "crash_exit_code"
 	lifecycleVarMaxChildren      = "max_children"
@@ -275,6 +282,7 @@ type lifecycleProgramSpecs struct {
 	HandleExit     *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleExitLive *ebpf.ProgramSpec `ebpf:"handle_exit_live"`
 	HandleFork     *ebpf.ProgramSpec `ebpf:"handle_fork"`
+	HandleWait     *ebpf.ProgramSpec `ebpf:"handle_wait"`
 }
 
 // lifecycleMapSpecs contains maps before they are loaded into the kernel.
@@ -368,6 +376,7 @@ type lifecyclePrograms struct {
 	HandleExit     *ebpf.Program `ebpf:"handle_exit"`
 	HandleExitLive *ebpf.Program `ebpf:"handle_exit_live"`
 	HandleFork     *ebpf.Program `ebpf:"handle_fork"`
+	HandleWait     *ebpf.Program `ebpf:"handle_wait"`
 }
 
 func (p *lifecyclePrograms) Close() error {
@@ -376,6 +385,7 @@ func (p *lifecyclePrograms) Close() error {
 		p.HandleExit,
 		p.HandleExitLive,
 		p.HandleFork,
+		p.HandleWait,
 	)
 }
 

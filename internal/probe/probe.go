@@ -101,10 +101,11 @@ type lifecycleLoaded struct {
 	HandleFork *ebpf.Program `ebpf:"handle_fork"`
 	HandleExec *ebpf.Program `ebpf:"handle_exec"`
 	HandleExit *ebpf.Program `ebpf:"handle_exit"`
+	HandleWait *ebpf.Program `ebpf:"handle_wait"`
 }
 
 func (o *lifecycleLoaded) Close() error {
-	return _LifecycleClose(o.HandleFork, o.HandleExec, o.HandleExit, &o.lifecycleMaps)
+	return _LifecycleClose(o.HandleFork, o.HandleExec, o.HandleExit, o.HandleWait, &o.lifecycleMaps)
 }
 
 // Probe is the loaded and attached set of programs.
@@ -196,6 +197,7 @@ func Load(cfg Config) (_ *Probe, err error) {
 		{p.lifecycle.HandleFork, "handle_fork", "tp_btf/sched_process_fork"},
 		{p.lifecycle.HandleExec, "handle_exec", "tp_btf/sched_process_exec"},
 		{p.lifecycle.HandleExit, exitProg, "tp_btf/sched_process_exit"},
+		{p.lifecycle.HandleWait, "handle_wait", "tp_btf/sched_process_wait"},
 		{p.signals.HandleSignalGenerate, "handle_signal_generate", "tp_btf/signal_generate"},
 		{p.signals.HandleSignalDeliver, "handle_signal_deliver", "tp_btf/signal_deliver"},
 	}

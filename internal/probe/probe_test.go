@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -266,12 +267,17 @@ func startNamespace(t *testing.T, script string) (init int, release func()) {
 	return init, func() { stdin.Write([]byte("go\n")); stdin.Close() }
 }
 
-// startNamespaceWith runs script with shell as PID 1 of a new PID
-// namespace; the script reads its stdin, the returned writer.
-func startNamespaceWith(t *testing.T, shell, script string) (init int, stdin io.WriteCloser) {
+// startNamespaceWith runs script with init as PID 1 of a new PID namespace
+// (a shell takes -c script; the test's reaper takes the script alone); the
+// script reads its stdin, the returned writer.
+func startNamespaceWith(t *testing.T, init, script string) (pid int, stdin io.WriteCloser) {
 	t.Helper()
 	testenv.RequireCommands(t, "unshare")
-	cmd := exec.Command("unshare", "--pid", "--fork", shell, "-c", script)
+	args := []string{"--pid", "--fork", init, "-c", script}
+	if filepath.Base(init) == "postgres" {
+		args = []string{"--pid", "--fork", init, script}
+	}
+	cmd := exec.Command("unshare", args...)
 	stdin, _ = cmd.StdinPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

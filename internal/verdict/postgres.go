@@ -53,6 +53,11 @@ type Rule struct {
 	// RedoStartEndsReset: FatalError ends when the startup process begins
 	// WAL recovery (15+), not when it exits.
 	RedoStartEndsReset bool
+	// PMSignalAfterReaping: the main loop handles a pmsignal after the
+	// children's exits it has pending (16+: ServerLoop checks
+	// pending_pm_child_exit before pending_pm_pmsignal; up to 15 the
+	// signal handlers run in the order the signals are delivered).
+	PMSignalAfterReaping bool
 	// Source names where the rule is in postmaster.c.
 	Source string
 }
@@ -60,9 +65,10 @@ type Rule struct {
 // Rules is the table, newest first. Versions outside it are assumed to
 // behave like the nearest one: the check has been the same since 9.x.
 var Rules = []Rule{
-	{18, 18, "untracked child process", true, true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
-	{15, 17, "server process", false, true, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
-	{12, 14, "server process", false, false, "reaper() -> CleanupBackend(): as 15-17; PMSIGNAL_RECOVERY_STARTED only in archive recovery"},
+	{18, 18, "untracked child process", true, true, true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
+	{16, 17, "server process", false, true, true, "process_pm_child_exit() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
+	{15, 15, "server process", false, true, false, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
+	{12, 14, "server process", false, false, false, "reaper() -> CleanupBackend(): as 15; PMSIGNAL_RECOVERY_STARTED only in archive recovery"},
 }
 
 // Crashes reports whether a postmaster takes a child's exit with status for

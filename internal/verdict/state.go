@@ -95,11 +95,11 @@ func (s *State) Reap(c Child, at uint64) Reaped {
 	return r
 }
 
-// RedoStarted applies a pmsignal from a child started at start (boot ns):
-// from PostgreSQL 15 the startup process's first one says WAL recovery
-// began, and the postmaster acts on crashes again.
-func (s *State) RedoStarted(start uint64) {
-	if s.Resetting && s.Shutdown == NoShutdown && start > s.ResetAt && RuleFor(s.Major).RedoStartEndsReset {
+// RedoStarted applies the pmsignal of the startup process forked for this
+// reset: from PostgreSQL 15 its first one says WAL recovery began, and the
+// postmaster acts on crashes again.
+func (s *State) RedoStarted() {
+	if s.Resetting && s.Shutdown == NoShutdown && RuleFor(s.Major).RedoStartEndsReset {
 		s.Resetting = false
 	}
 }
