@@ -19,7 +19,7 @@ enum event_kind {
 	EVENT_OOM = 5,      /* the OOM killer chose a victim (oom:mark_victim) */
 	EVENT_REAP = 6,       /* a watched postmaster's waitpid(-1) is reaping this child now */
 	EVENT_REAPED_ALL = 7, /* its waitpid found no zombie: the end of a reaping pass */
-	EVENT_PMSIGNAL = 8,   /* it took delivery of the pmsignal its startup process sent */
+	EVENT_PMSIGNAL = 8,   /* it took delivery of a pmsignal from a child (task.start_ns: its start) */
 };
 
 /* task_ref.flags */
@@ -100,9 +100,10 @@ struct proc_key {
 
 /* A watched postmaster (the watched map's value). */
 struct watch {
-	__u64 start_ticks; /* its start in /proc ticks: a recycled pid is not it */
-	__u64 reset_at_ns; /* boot ns WATCH_RESETTING was last set */
-	__u32 flags;       /* enum watch_flag */
+	__u64 start_ticks;    /* its start in /proc ticks: a recycled pid is not it */
+	__u64 reset_at_ns;    /* boot ns of the last crash, which set WATCH_RESETTING */
+	__u64 redo_sender_ns; /* start (boot ns) of the child whose pmsignal awaits delivery */
+	__u32 flags;          /* enum watch_flag */
 	__u32 _pad;
 };
 

@@ -75,12 +75,10 @@ static __always_inline struct watch *watch_of(__u32 tgid, __u64 start_ns)
 
 /* A crash begins a postmaster's reset, flagged here, in the kernel, so that
  * no clean exit slips through before user space hears of the crash. User
- * space clears the flag when it sees recovery end, unless reset_at_ns says
- * a new reset began after that. */
+ * space clears the flag when it sees recovery end, unless reset_at_ns, the
+ * last crash, says a new reset began after that. */
 static __always_inline void begin_reset(struct watch *w)
 {
-	if (w->flags & WATCH_RESETTING)
-		return;
 	w->reset_at_ns = bpf_ktime_get_boot_ns();
 	w->flags |= WATCH_RESETTING; /* racing CPUs set the same bit */
 }

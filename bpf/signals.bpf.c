@@ -85,19 +85,21 @@ static __always_inline int notice_zombie(__u64 info_addr, struct task_struct *pa
 	return 0;
 }
 
-/* A child started since a watched postmaster's reset began signals it
- * (SIGUSR1, a "pmsignal"): its startup process. From PostgreSQL 15 its first
- * one, PMSIGNAL_RECOVERY_STARTED (xlogrecovery.c PerformWalRecovery), ends
- * the postmaster's FatalError when the postmaster handles it: noted here,
- * reported when delivered. */
+/* A child signals a resetting postmaster (SIGUSR1, a "pmsignal"): from
+ * PostgreSQL 15 the startup process's first one,
+ * PMSIGNAL_RECOVERY_STARTED (xlogrecovery.c PerformWalRecovery), ends the
+ * postmaster's FatalError when the postmaster handles it. Noted here with
+ * the sender's start (user space tells which reset's startup process it
+ * is), reported when delivered. */
 static __always_inline int notice_pmsignal(struct task_struct *pm, struct task_struct *sender)
 {
 	if (!comm_is_server(pm->comm))
 		return 0;
 	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
-	if (w && (w->flags & WATCH_RESETTING) && BPF_CORE_READ(sender, real_parent, tgid) == pm->tgid &&
-	    process_start_ns(sender) > w->reset_at_ns)
+	if (w && (w->flags & WATCH_RESETTING) && BPF_CORE_READ(sender, real_parent, tgid) == pm->tgid) {
+		w->redo_sender_ns = process_start_ns(sender);
 		w->flags |= WATCH_REDO_SIGNALLED;
+	}
 	return 0;
 }
 
@@ -171,10 +173,9 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	return 0;
 }
 
-/* A watched postmaster takes the pmsignal its startup process sent: up to
- * PostgreSQL 15 its handler runs now; from 16 the main loop handles it
- * after the children's exits it also has pending, which the end of its
- * next reaping pass tells. */
+/* A watched postmaster takes a child's pmsignal: up to PostgreSQL 15 its
+ * handler runs now; from 16 the main loop handles it after the children's
+ * exits it also has pending, which the end of its next reaping pass tells. */
 static __always_inline int notice_pmsignal_delivery(void)
 {
 	struct task_struct *pm = bpf_get_current_task_btf();
@@ -191,6 +192,7 @@ static __always_inline int notice_pmsignal_delivery(void)
 		e->flags |= EVENT_ZOMBIES_PENDING;
 		w->flags |= WATCH_PMSIGNAL_WAITS;
 	}
+	e->task.start_ns = w->redo_sender_ns;
 	read_task_ref(pm, &e->parent);
 	bpf_ringbuf_submit(e, 0);
 	return 0;

@@ -44,9 +44,9 @@ type run struct {
 	// dying: deaths that matter (a crash status, or any while it resets),
 	// by pid in its namespace, until it reaps them.
 	dying map[uint32]*death
-	// redoPending: a pmsignal ending FatalError waits for the end of the
-	// reaping pass (PostgreSQL 16+).
-	redoPending bool
+	// redoPending: the start of the child whose pmsignal waits for the end
+	// of the reaping pass (PostgreSQL 16+); 0 when none waits.
+	redoPending uint64
 }
 
 // death is a child's death, with what is known about it.
@@ -115,7 +115,7 @@ func (a *Agent) childDied(pm *lineage.Postmaster, ev *event.Event, proc *lineage
 	d := &death{
 		ev:      *ev,
 		proc:    proc,
-		adoptee: verdict.IsAdoptee(origin(ev, proc), verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String())),
+		adoptee: verdict.IsAdoptee(joinedBy(ev, proc), verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String())),
 		oom:     proc != nil && proc.OOMKilled,
 	}
 	r := a.run(pm)
@@ -148,12 +148,12 @@ func (a *Agent) onReap(ev *event.Event) {
 		// Not seen dying (its exit event lost, or a reused pid): the reap
 		// says enough to decide.
 		proc := a.cfg.Table.Lookup(ev.Task.Key())
-		d = &death{ev: *ev, proc: proc, adoptee: verdict.IsAdoptee(origin(ev, proc), verdict.IsServerBinary("", ev.Task.Comm.String()))}
+		d = &death{ev: *ev, proc: proc, adoptee: verdict.IsAdoptee(joinedBy(ev, proc), verdict.IsServerBinary("", ev.Task.Comm.String()))}
 		d.ev.Kind = event.KindExit
 		d.oom = proc != nil && proc.OOMKilled
 	}
 	d.ev.Status = ev.Status
-	a.reap(r, d)
+	a.reap(r, d, ev.Time)
 }
 
 // onPMSignal: the postmaster takes its startup process's pmsignal, which
@@ -166,11 +166,14 @@ func (a *Agent) onPMSignal(ev *event.Event) {
 		return
 	}
 	r := a.run(pm)
+	if debugDeaths {
+		fmt.Fprintf(os.Stderr, "DEBUG pmsignal t=%d pm=%d sender-start=%d flags=%#x state=%+v\n", ev.Time, pm.Key.PID, ev.Task.Start, ev.Flags, r.state)
+	}
 	if ev.Flags&event.ZombiesPending != 0 && verdict.RuleFor(pm.Major).PMSignalAfterReaping {
-		r.redoPending = true
+		r.redoPending = ev.Task.Start
 		return
 	}
-	r.state.RedoStarted()
+	r.state.RedoStarted(ev.Task.Start)
 }
 
 // onReapedAll: a reaping pass of the postmaster ended.
@@ -179,16 +182,17 @@ func (a *Agent) onReapedAll(ev *event.Event) {
 	if pm == nil {
 		return
 	}
-	if r := a.run(pm); r.redoPending {
-		r.redoPending = false
-		r.state.RedoStarted()
+	if r := a.run(pm); r.redoPending != 0 {
+		r.state.RedoStarted(r.redoPending)
+		r.redoPending = 0
 	}
 }
 
-// reap applies a death to the postmaster's state as its reaper does, and
-// reports it when it matters (a clean one was reported when it died).
-func (a *Agent) reap(r *run, d *death) {
-	reaped := r.state.Reap(d.child(), d.ev.Time)
+// reap applies a death to the postmaster's state as its reaper does at
+// (boot ns), and reports it when it matters (a clean one was reported when
+// it died).
+func (a *Agent) reap(r *run, d *death, at uint64) {
+	reaped := r.state.Reap(d.child(), at)
 	if debugDeaths {
 		fmt.Fprintf(os.Stderr, "DEBUG reap pm=%d ns=%d host=%d comm=%s status=%v start=%d adoptee=%v -> %+v state=%+v\n", r.pm.Key.PID, d.ev.Task.NSPid, d.ev.Task.PID, d.ev.Task.Comm.String(), d.ev.Status, d.ev.Task.Start, d.adoptee, reaped, r.state)
 	}
@@ -196,7 +200,7 @@ func (a *Agent) reap(r *run, d *death) {
 		a.report1(r, d, reaped)
 	}
 	if reaped.RecoveryEnded {
-		a.recovered(r, d.ev.Time)
+		a.recovered(r, at)
 	}
 }
 
@@ -207,17 +211,25 @@ func (a *Agent) report1(r *run, d *death, reaped verdict.Reaped) {
 	if reaped.Crash {
 		r.culprit, r.told = trigger(d, dec.Verdict), nil
 	}
-	if dec.Flagged || a.cfg.All {
+	if dec.Flagged || a.cfg.All || reaped.Crash {
 		a.cfg.Table.Describe(r.pm)
 		r.state.Major = r.pm.Major
-		a.report(&d.ev, report.Facts{Decision: dec, Postmaster: r.pm, Process: d.proc, Logged: reaped.Logged,
+		rec := a.build(&d.ev, report.Facts{Decision: dec, Postmaster: r.pm, Process: d.proc, Logged: reaped.Logged,
 			CrashRestart: reaped.Crash && r.state.Shutdown == verdict.NoShutdown, Shutdown: r.state.Shutdown})
+		a.addOrigin(&rec, &d.ev, d.proc, r.pm)
+		if reaped.Crash {
+			r.culprit.Origin, r.culprit.Fix = rec.Origin, rec.Fix
+		}
+		if dec.Flagged || a.cfg.All {
+			a.emit(&rec)
+		}
 	}
 }
 
 // trigger names the death that began a reset.
 func trigger(d *death, v verdict.Verdict) *report.Trigger {
-	t := &report.Trigger{PID: d.ev.Task.PID, NSPid: d.ev.Task.NSPid, Comm: d.ev.Task.Comm.String(), Verdict: string(v)}
+	t := &report.Trigger{PID: d.ev.Task.PID, NSPid: d.ev.Task.NSPid, Comm: d.ev.Task.Comm.String(), Verdict: string(v),
+		Fix: verdict.Describe(v).Fix}
 	if d.oom {
 		t.Verdict = string(verdict.OOMKill)
 	}
@@ -287,15 +299,15 @@ func (a *Agent) settle(wait time.Duration) {
 			if wait > 0 {
 				a.reapsMissed.Add(1)
 			}
-			a.reap(r, d)
+			a.reap(r, d, d.ev.Time)
 		}
 	}
 }
 
-// origin: the kernel's birth record when there is one (adopted when the
-// parent now is not the parent at birth), else the table's knowledge from
-// /proc.
-func origin(ev *event.Event, proc *lineage.Process) verdict.Origin {
+// joinedBy says how a child joined its postmaster: the kernel's birth
+// record when there is one (adopted when the parent now is not the parent
+// at birth), else the table's knowledge from /proc.
+func joinedBy(ev *event.Event, proc *lineage.Process) verdict.Origin {
 	if ev.Flags&event.HasBirth != 0 && ev.Birth.Flags&event.BirthForked != 0 {
 		if ev.Birth.Ancestry[0].PID != ev.Parent.PID {
 			return verdict.OriginAdopted

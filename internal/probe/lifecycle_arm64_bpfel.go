@@ -194,11 +194,12 @@ const (
 )
 
 type lifecycleWatch struct {
-	_          structs.HostLayout
-	StartTicks uint64
-	ResetAtNs  uint64
-	Flags      uint32
-	Pad        uint32
+	_            structs.HostLayout
+	StartTicks   uint64
+	ResetAtNs    uint64
+	RedoSenderNs uint64
+	Flags        uint32
+	Pad          uint32
 }
 
 type lifecycleWatchFlag uint32

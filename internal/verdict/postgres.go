@@ -53,6 +53,12 @@ type Rule struct {
 	// RedoStartEndsReset: FatalError ends when the startup process begins
 	// WAL recovery (15+), not when it exits.
 	RedoStartEndsReset bool
+	// IgnoredCrashLeavesStartup: a crash HandleChildCrash ignores (during
+	// the reset) still moves pmState from PM_STARTUP to PM_WAIT_BACKENDS
+	// (15: line 3713), where PMSIGNAL_RECOVERY_STARTED is ignored; the
+	// reset then lasts until the startup process exits. 18 returns from
+	// HandleChildCrash first (line 2781).
+	IgnoredCrashLeavesStartup bool
 	// PMSignalAfterReaping: the main loop handles a pmsignal after the
 	// children's exits it has pending (16+: ServerLoop checks
 	// pending_pm_child_exit before pending_pm_pmsignal; up to 15 the
@@ -65,10 +71,10 @@ type Rule struct {
 // Rules is the table, newest first. Versions outside it are assumed to
 // behave like the nearest one: the check has been the same since 9.x.
 var Rules = []Rule{
-	{18, 18, "untracked child process", true, true, true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
-	{16, 17, "server process", false, true, true, "process_pm_child_exit() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
-	{15, 15, "server process", false, true, false, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
-	{12, 14, "server process", false, false, false, "reaper() -> CleanupBackend(): as 15; PMSIGNAL_RECOVERY_STARTED only in archive recovery"},
+	{18, 18, "untracked child process", true, true, false, true, "process_pm_child_exit(): FindPostmasterChildByPid() fails -> HandleChildCrash unless exit 0/1, else LogChildExit(LOG)"},
+	{16, 17, "server process", false, true, true, true, "process_pm_child_exit() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
+	{15, 15, "server process", false, true, true, false, "reaper() -> CleanupBackend(): LogChildExit(DEBUG2), then HandleChildCrash unless EXIT_STATUS_0/EXIT_STATUS_1"},
+	{12, 14, "server process", false, false, false, false, "reaper() -> CleanupBackend(): as 15; PMSIGNAL_RECOVERY_STARTED only in archive recovery"},
 }
 
 // Crashes reports whether a postmaster takes a child's exit with status for

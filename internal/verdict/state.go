@@ -46,6 +46,8 @@ type State struct {
 	// ResetAt is when the last reset began (boot ns): the crash's reap, or
 	// the SIGQUIT fan-out when the crash itself was not seen.
 	ResetAt uint64
+	// CrashReapedAt: the last reap of a crash status, acted on or ignored.
+	CrashReapedAt uint64
 }
 
 // Child is what a reap tells about the child reaped.
@@ -78,6 +80,7 @@ type Reaped struct {
 // does, and says what it did.
 func (s *State) Reap(c Child, at uint64) Reaped {
 	if Crashes(c.Status) {
+		s.CrashReapedAt = at
 		if s.Resetting || s.Shutdown == ImmediateShutdown {
 			return Reaped{Ignored: true}
 		}
@@ -95,13 +98,19 @@ func (s *State) Reap(c Child, at uint64) Reaped {
 	return r
 }
 
-// RedoStarted applies the pmsignal of the startup process forked for this
-// reset: from PostgreSQL 15 its first one says WAL recovery began, and the
-// postmaster acts on crashes again.
-func (s *State) RedoStarted() {
-	if s.Resetting && s.Shutdown == NoShutdown && RuleFor(s.Major).RedoStartEndsReset {
-		s.Resetting = false
+// RedoStarted applies a pmsignal from a child that started at start (boot
+// ns): from PostgreSQL 15 the first one of the startup process forked for
+// this reset says WAL recovery began, and the postmaster acts on crashes
+// again, unless a crash it reaped since that fork moved it out of
+// PM_STARTUP (up to 17: HandleChildCrash changes pmState even when it
+// ignores the crash; 18 returns first).
+func (s *State) RedoStarted(start uint64) {
+	rule := RuleFor(s.Major)
+	if !s.Resetting || s.Shutdown != NoShutdown || !rule.RedoStartEndsReset || start <= s.ResetAt ||
+		(rule.IgnoredCrashLeavesStartup && s.CrashReapedAt > start) {
+		return
 	}
+	s.Resetting = false
 }
 
 // Clean says what the postmaster does about a clean death (exit 0 or 1)

@@ -280,9 +280,29 @@ func TestRedoStartEndsTheResetFrom15(t *testing.T) {
 	for major, acted := range map[int]bool{13: false, 14: false, 15: true, 17: true, 18: true} {
 		s := State{Major: major}
 		s.Reap(Child{Status: sigkill}, 10)
-		s.RedoStarted()
+		s.RedoStarted(5) // a pmsignal from a child older than the crash: not this reset's startup process
+		if !s.Resetting {
+			t.Fatalf("%d: an old child's pmsignal ended the reset", major)
+		}
+		s.RedoStarted(20)
 		if r := s.Reap(Child{Status: exit3}, 30); r.Crash != acted || !s.Recovering {
 			t.Errorf("%d: crash during crash recovery: %+v (recovering %v), want acted on %v", major, r, s.Recovering, acted)
+		}
+	}
+}
+
+// Up to 17, a crash the postmaster ignores during the reset still moves it
+// out of PM_STARTUP, and the startup process's pmsignal is then ignored
+// (seen by the oracle: the reset lasted until its startup process was
+// killed 5 s later). 18 leaves pmState alone.
+func TestIgnoredCrashBlocksTheRedoSignalUpTo17(t *testing.T) {
+	for major, blocked := range map[int]bool{15: true, 17: true, 18: false} {
+		s := State{Major: major}
+		s.Reap(Child{Status: sigkill}, 10)
+		s.Reap(Child{Status: exit2}, 30) // a casualty, after the startup process (20) was forked
+		s.RedoStarted(20)
+		if s.Resetting != blocked {
+			t.Errorf("%d: resetting %v after the pmsignal, want %v", major, s.Resetting, blocked)
 		}
 	}
 }
