@@ -289,6 +289,7 @@ func (a *Agent) onExec(ev *event.Event) {
 		a.cfg.Log.Warn("a postmaster started but /proc could not tell about it: looked for again at the next sweep", "pid", ev.Task.PID, "err", err)
 		return
 	}
+	pm.ExecAt = ev.Time
 	a.watch(pm)
 	d := verdict.OnPostmasterStart(pm.NSPid)
 	if d.Flagged || a.cfg.All {
@@ -304,7 +305,7 @@ func (a *Agent) onOOM(ev *event.Event) {
 		f.Role = verdict.RolePostmaster
 	} else if pm = a.cfg.Table.Postmaster(ev.Parent.Key()); pm != nil {
 		f.Role = verdict.RoleServer
-		if verdict.IsAdoptee(origin(ev, a.cfg.Table.Lookup(key)), verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String())) {
+		if verdict.IsAdoptee(joinedBy(ev, a.cfg.Table.Lookup(key)), verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String())) {
 			f.Role = verdict.RoleAdopted
 		}
 		if f.GroupKill {
@@ -332,6 +333,7 @@ func sameCgroup(ev *event.Event, pm *lineage.Postmaster) bool {
 
 func (a *Agent) report(ev *event.Event, f report.Facts) {
 	r := a.build(ev, f)
+	a.addOrigin(&r, ev, f.Process, f.Postmaster)
 	a.emit(&r)
 }
 

@@ -362,6 +362,7 @@ func TestPMSignalEndsTheResetEarly(t *testing.T) {
 		f.agent.cfg.Table.Postmaster(postmaster.Key()).Major = major
 		f.die(psqlExit())
 		pending := &event.Event{Kind: event.KindPMSignal, Time: 60e7, Parent: postmaster, Flags: event.ZombiesPending}
+		pending.Task.Start = 55e7 // the startup process, forked after the crash
 		f.agent.Handle(pending)
 		late := childExit(61e7, task(305, 35, 55, "psql"), 2<<8, 299)
 		f.die(late) // reaped in the pass the pmsignal came with

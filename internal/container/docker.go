@@ -1,6 +1,7 @@
 package container
 
 import (
+	"cmp"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -13,31 +14,27 @@ import (
 // config.v2.json (its data-root, /var/lib/docker, + containers).
 const DefaultDockerRoot = "/var/lib/docker/containers"
 
-const (
-	// dockerTTL bounds how long a name (or its absence) is believed: long
-	// enough that a burst of records costs one read, short enough that a
-	// docker rename or a config written just after the first event shows.
-	dockerTTL = time.Minute
-	// dockerMaxEntries bounds the cache on hosts with heavy container churn.
-	dockerMaxEntries = 4096
-)
+// dockerMaxEntries bounds the cache on hosts with heavy container churn.
+const dockerMaxEntries = 4096
 
 // DockerNamer names Docker Engine containers from their config.v2.json:
 // the container name and, for containers Kubernetes started through
-// dockershim or cri-dockerd, the pod labels. It needs read access to the
-// directory (root); when the directory is absent every lookup is a cheap
-// miss. Safe for concurrent use.
+// dockershim or cri-dockerd, the pod labels; and tells their HEALTHCHECK.
+// It needs read access to the directory (root); when the directory is
+// absent every lookup is a cheap miss. A lookup costs a stat: the file is
+// read again when it changed (docker rename rewrites it). Safe for
+// concurrent use.
 type DockerNamer struct {
 	root string
-	now  func() time.Time
 
 	mu    sync.Mutex
 	cache map[string]dockerEntry
 }
 
 type dockerEntry struct {
-	names Names
-	read  time.Time
+	names       Names
+	healthcheck *Healthcheck
+	modified    time.Time // the file's mtime when read; zero: no file
 }
 
 // NewDockerNamer reads container configs under root (DefaultDockerRoot
@@ -46,45 +43,51 @@ func NewDockerNamer(root string) *DockerNamer {
 	if root == "" {
 		root = DefaultDockerRoot
 	}
-	return &DockerNamer{root: root, now: time.Now, cache: make(map[string]dockerEntry)}
+	return &DockerNamer{root: root, cache: make(map[string]dockerEntry)}
 }
 
 // Names implements Namer. Only the container id is used: the record may not
 // say which runtime made it, and a config file exists only for Docker's.
-func (d *DockerNamer) Names(ref Ref) Names {
+func (d *DockerNamer) Names(ref Ref) Names { return d.entry(ref).names }
+
+// Checks implements CheckSource: the container's HEALTHCHECK.
+func (d *DockerNamer) Checks(ref Ref) Checks { return Checks{Healthcheck: d.entry(ref).healthcheck} }
+
+func (d *DockerNamer) entry(ref Ref) dockerEntry {
 	if d == nil || !bareID.MatchString(ref.ID) { // the id becomes a path: hex only
-		return Names{}
+		return dockerEntry{}
 	}
-	now := d.now()
+	file := filepath.Join(d.root, ref.ID, "config.v2.json")
+	var modified time.Time
+	if st, err := os.Stat(file); err == nil {
+		modified = st.ModTime()
+	}
 	d.mu.Lock()
 	e, ok := d.cache[ref.ID]
 	d.mu.Unlock()
-	if ok && now.Sub(e.read) < dockerTTL {
-		return e.names
+	if ok && e.modified.Equal(modified) {
+		return e
 	}
-
-	names := d.read(ref.ID)
+	e = readDockerConfig(file)
+	e.modified = modified
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.cache) >= dockerMaxEntries {
-		for id, e := range d.cache {
-			if now.Sub(e.read) >= dockerTTL {
-				delete(d.cache, id)
-			}
-		}
-		if len(d.cache) >= dockerMaxEntries {
-			clear(d.cache) // all fresh: a churn storm; start over rather than grow
-		}
+		clear(d.cache) // a churn storm: start over rather than grow
 	}
-	d.cache[ref.ID] = dockerEntry{names: names, read: now}
-	return names
+	d.cache[ref.ID] = e
+	return e
 }
 
 // dockerConfig is the part of config.v2.json used here.
 type dockerConfig struct {
 	Name   string
 	Config struct {
-		Labels map[string]string
+		Labels      map[string]string
+		Healthcheck *struct {
+			Test    []string
+			Timeout time.Duration // ns, 0 for Docker's default
+		}
 	}
 }
 
@@ -95,17 +98,26 @@ const (
 	labelContainer    = "io.kubernetes.container.name"
 )
 
-func (d *DockerNamer) read(id string) Names {
-	data, err := os.ReadFile(filepath.Join(d.root, id, "config.v2.json"))
+// dockerDefaultHealthTimeout is what Docker uses when --health-timeout is 0.
+const dockerDefaultHealthTimeout = 30 * time.Second
+
+func readDockerConfig(file string) dockerEntry {
+	data, err := os.ReadFile(file)
 	if err != nil {
-		return Names{}
+		return dockerEntry{}
 	}
 	var c dockerConfig
 	if err := json.Unmarshal(data, &c); err != nil {
-		return Names{}
+		return dockerEntry{}
 	}
+	var e dockerEntry
 	if l := c.Config.Labels; l[labelPodName] != "" && l[labelContainer] != "" {
-		return Names{Namespace: l[labelPodNamespace], Pod: l[labelPodName], Container: l[labelContainer]}
+		e.names = Names{Namespace: l[labelPodNamespace], Pod: l[labelPodName], Container: l[labelContainer]}
+	} else {
+		e.names = Names{Container: strings.TrimPrefix(c.Name, "/")}
 	}
-	return Names{Container: strings.TrimPrefix(c.Name, "/")}
+	if h := c.Config.Healthcheck; h != nil && len(h.Test) > 1 && h.Test[0] != "NONE" {
+		e.healthcheck = &Healthcheck{Test: h.Test, Timeout: cmp.Or(h.Timeout, dockerDefaultHealthTimeout)}
+	}
+	return e
 }

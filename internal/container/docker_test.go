@@ -3,6 +3,7 @@ package container
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -60,26 +61,49 @@ func TestDockerNamerMissingRootIsIDsOnly(t *testing.T) {
 	}
 }
 
-// A name is read once, then served from the cache until it is a minute
-// old: a rename (or a config written after the first event) shows then.
-func TestDockerNamerCachesForAMinute(t *testing.T) {
+// docker rename rewrites config.v2.json: the new name shows at once.
+func TestDockerNamerSeesARenameAtOnce(t *testing.T) {
 	root := t.TempDir()
 	writeDockerConfig(t, root, id, `{"Name":"/before"}`)
 	d := NewDockerNamer(root)
-	now := time.Unix(1700000000, 0)
-	d.now = func() time.Time { return now }
-
 	if got := d.Names(Ref{ID: id}).Container; got != "before" {
 		t.Fatalf("first lookup = %q, want before", got)
 	}
+	file := filepath.Join(root, id, "config.v2.json")
 	writeDockerConfig(t, root, id, `{"Name":"/after"}`)
-	now = now.Add(30 * time.Second)
-	if got := d.Names(Ref{ID: id}).Container; got != "before" {
-		t.Errorf("lookup after 30s = %q, want the cached before", got)
-	}
-	now = now.Add(31 * time.Second)
+	os.Chtimes(file, time.Now().Add(time.Second), time.Now().Add(time.Second))
 	if got := d.Names(Ref{ID: id}).Container; got != "after" {
-		t.Errorf("lookup after 61s = %q, want the renamed after", got)
+		t.Errorf("lookup after the rename = %q, want after", got)
+	}
+}
+
+// The HEALTHCHECK of config.v2.json, CMD-SHELL and CMD forms, with Docker's
+// default timeout when none was given.
+func TestDockerNamerTellsTheHealthcheck(t *testing.T) {
+	root := t.TempDir()
+	writeDockerConfig(t, root, id, `{"Name":"/db","Config":{"Healthcheck":{"Test":["CMD-SHELL","pg_isready -U postgres || exit 1"],"Timeout":1000000000}}}`)
+	writeDockerConfig(t, root, id2, `{"Name":"/db2","Config":{"Healthcheck":{"Test":["CMD","pg_isready","-U","postgres"]}}}`)
+	d := NewDockerNamer(root)
+	hc := d.Checks(Ref{ID: id}).Healthcheck
+	if hc == nil || hc.Timeout != time.Second || !slices.Equal(hc.Argv(), []string{"/bin/sh", "-c", "pg_isready -U postgres || exit 1"}) {
+		t.Errorf("CMD-SHELL healthcheck = %+v", hc)
+	}
+	hc = d.Checks(Ref{ID: id2}).Healthcheck
+	if hc == nil || hc.Timeout != 30*time.Second || !slices.Equal(hc.Argv(), []string{"pg_isready", "-U", "postgres"}) {
+		t.Errorf("CMD healthcheck = %+v", hc)
+	}
+	if got := ChecksOf(Chain(d), Ref{ID: id}); got.Healthcheck == nil {
+		t.Error("the chain does not pass the healthcheck on")
+	}
+	match, _ := ChecksOf(Chain(d), Ref{ID: id}).Matching([]string{"sh", "-c", "pg_isready -U postgres || exit 1"}, false)
+	if match == nil {
+		t.Error("the probe's shell is not recognised as the healthcheck")
+	}
+	if match, _ := d.Checks(Ref{ID: id}).Matching([]string{"sh", "-c", "pg_isready -U post"}, true); match == nil {
+		t.Error("a truncated argv is not recognised")
+	}
+	if match, _ := d.Checks(Ref{ID: id}).Matching([]string{"sh", "-c", "pg_isready -U post"}, false); match != nil {
+		t.Error("a different command was taken for the healthcheck")
 	}
 }
 

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ type KubernetesNamer struct {
 
 	mu         sync.RWMutex
 	containers map[string]Names    // container id -> names
+	probes     map[string][]Probe  // container id -> its exec probes
 	pods       map[string]Names    // pod UID (and static pod's kubelet UID) -> namespace and pod
 	keys       map[string]podIndex // pod UID -> what it added to the maps above
 
@@ -151,6 +153,7 @@ func startKubernetesNamer(ctx context.Context, pods podClient, nodeName string, 
 		node:       nodeName,
 		log:        log,
 		containers: make(map[string]Names),
+		probes:     make(map[string][]Probe),
 		pods:       make(map[string]Names),
 		keys:       make(map[string]podIndex),
 	}
@@ -233,6 +236,32 @@ func (k *KubernetesNamer) Names(ref Ref) Names {
 	return Names{}
 }
 
+// Checks implements CheckSource: the exec probes of the container.
+func (k *KubernetesNamer) Checks(ref Ref) Checks {
+	if k == nil || ref.ID == "" {
+		return Checks{}
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return Checks{Probes: k.probes[ref.ID]}
+}
+
+// execProbes lists a container's exec probes.
+func execProbes(c corev1.Container) []Probe {
+	var out []Probe
+	for _, p := range []struct {
+		kind  string
+		probe *corev1.Probe
+	}{{"livenessProbe", c.LivenessProbe}, {"readinessProbe", c.ReadinessProbe}, {"startupProbe", c.StartupProbe}} {
+		if p.probe == nil || p.probe.Exec == nil || len(p.probe.Exec.Command) == 0 {
+			continue
+		}
+		out = append(out, Probe{Kind: p.kind, Container: c.Name, Command: p.probe.Exec.Command,
+			TimeoutSeconds: cmp.Or(p.probe.TimeoutSeconds, 1)}) // Kubernetes' default is 1 s
+	}
+	return out
+}
+
 // update replaces everything a pod contributed to the maps, so a restarted
 // container's new id replaces the old one, and ids no longer listed go.
 func (k *KubernetesNamer) update(obj any) {
@@ -248,6 +277,10 @@ func (k *KubernetesNamer) update(obj any) {
 	idx := podIndex{podUIDs: []string{string(pod.UID)}}
 	if hash := pod.Annotations[mirrorPodAnnotation]; hash != "" && hash != string(pod.UID) {
 		idx.podUIDs = append(idx.podUIDs, hash)
+	}
+	probesOf := map[string][]Probe{}
+	for _, c := range pod.Spec.Containers {
+		probesOf[c.Name] = execProbes(c)
 	}
 	containers := map[string]Names{}
 	for _, statuses := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
@@ -277,6 +310,9 @@ func (k *KubernetesNamer) update(obj any) {
 	}
 	for id, n := range containers {
 		k.containers[id] = n
+		if p := probesOf[n.Container]; len(p) > 0 {
+			k.probes[id] = p
+		}
 	}
 	k.keys[string(pod.UID)] = idx
 }
@@ -303,6 +339,7 @@ func (k *KubernetesNamer) removeLocked(uid string) {
 	}
 	for _, id := range idx.containerIDs {
 		delete(k.containers, id)
+		delete(k.probes, id)
 	}
 	for _, u := range idx.podUIDs {
 		delete(k.pods, u)
@@ -336,6 +373,17 @@ func trimPod(obj any) (any, error) {
 			ResourceVersion: pod.ResourceVersion,
 		},
 		Spec: corev1.PodSpec{NodeName: pod.Spec.NodeName},
+	}
+	// Of the spec, only the exec probes: the commands the kubelet runs in
+	// the containers.
+	for _, c := range pod.Spec.Containers {
+		t := corev1.Container{Name: c.Name}
+		for _, p := range []struct{ in, out **corev1.Probe }{{&c.LivenessProbe, &t.LivenessProbe}, {&c.ReadinessProbe, &t.ReadinessProbe}, {&c.StartupProbe, &t.StartupProbe}} {
+			if *p.in != nil && (*p.in).Exec != nil {
+				*p.out = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: (*p.in).Exec}, TimeoutSeconds: (*p.in).TimeoutSeconds}
+			}
+		}
+		trimmed.Spec.Containers = append(trimmed.Spec.Containers, t)
 	}
 	if hash := pod.Annotations[mirrorPodAnnotation]; hash != "" {
 		trimmed.Annotations = map[string]string{mirrorPodAnnotation: hash}

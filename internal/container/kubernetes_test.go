@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -419,4 +420,37 @@ current-context: test
 		t.Fatal(err)
 	}
 	return path
+}
+
+// The exec probes of the pod spec, by container id: the commands the
+// kubelet runs in the database container, with their timeouts.
+func TestKubernetesNamerTellsExecProbes(t *testing.T) {
+	pg := pod("db", "pg-0", uid, node, running("postgres", "containerd://"+pgID))
+	pg.Spec.Containers[0].LivenessProbe = &corev1.Probe{
+		ProbeHandler:   corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "pg_isready -U postgres"}}},
+		TimeoutSeconds: 3,
+	}
+	pg.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"pg_isready"}}},
+	}
+	pg.Spec.Containers[0].StartupProbe = &corev1.Probe{ // not an exec probe: nothing runs in the container
+		ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{}},
+	}
+	k, _ := startFake(t, pg)
+	eventually(t, k, Ref{ID: pgID}, Names{Namespace: "db", Pod: "pg-0", Container: "postgres"}, "the pod")
+	probes := k.Checks(Ref{ID: pgID}).Probes
+	if len(probes) != 2 {
+		t.Fatalf("probes = %+v, want the liveness and readiness exec probes", probes)
+	}
+	if p := probes[0]; p.Kind != "livenessProbe" || p.Container != "postgres" || p.TimeoutSeconds != 3 ||
+		!slices.Equal(p.Command, []string{"sh", "-c", "pg_isready -U postgres"}) {
+		t.Errorf("liveness probe = %+v", p)
+	}
+	if p := probes[1]; p.Kind != "readinessProbe" || p.TimeoutSeconds != 1 {
+		t.Errorf("readiness probe = %+v, want Kubernetes' default timeout of 1 s", p)
+	}
+	_, match := ChecksOf(Chain(k, NewDockerNamer(t.TempDir())), Ref{ID: pgID}).Matching([]string{"sh", "-c", "pg_isready -U postgres"}, false)
+	if match == nil || match.Kind != "livenessProbe" {
+		t.Errorf("the probe's shell is not matched: %+v", match)
+	}
 }

@@ -163,6 +163,10 @@ type Exec struct {
 // ExePath is the path given to execve, if the process executed one.
 func (x *Exec) ExePath() string { return cString(x.Exe[:]) }
 
+// Truncated reports whether the recorded arguments are cut short: the
+// kernel keeps only the start of argv.
+func (x *Exec) Truncated() bool { return int(x.ArgsLen) >= len(x.Args) }
+
 // Argv returns the recorded arguments (allocates: for reporting only).
 func (x *Exec) Argv() []string {
 	n := min(int(x.ArgsLen), len(x.Args))

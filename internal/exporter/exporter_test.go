@@ -182,9 +182,9 @@ func TestSeedIncidentCountsAndJSONLines(t *testing.T) {
 	f := newFixture(t, Config{})
 	f.seedIncident(t)
 	want := `
-# HELP orphanwatch_adopted_child_exits_total Deaths of processes a postmaster adopted but never started. verdict="crash-restart": it died of a signal or exited with code 2 or more while PostgreSQL ran, so PostgreSQL crash-restarted; verdict="adopted": it exited 0 or 1, which PostgreSQL ignores; verdict="casualty": it died so while PostgreSQL was already resetting, and was ignored. signal is empty for an exit. comm is capped (--metrics.max-comms); comm and container_id read "other" past the caps.
+# HELP orphanwatch_adopted_child_exits_total Deaths of processes a postmaster adopted but never started. verdict="crash-restart": it died of a signal or exited with code 2 or more while PostgreSQL ran, so PostgreSQL crash-restarted; verdict="adopted": it exited 0 or 1, which PostgreSQL ignores; verdict="casualty": it died so while PostgreSQL was already resetting, and was ignored. signal is empty for an exit. origin is where it came from (docker-exec, cri-exec, healthcheck, probe, entrypoint, server-process, unknown). comm is capped (--metrics.max-comms); comm and container_id read "other" past the caps.
 # TYPE orphanwatch_adopted_child_exits_total counter
-orphanwatch_adopted_child_exits_total{comm="psql",` + dbLabels + `,signal="SIGPIPE",verdict="crash-restart"} 1
+orphanwatch_adopted_child_exits_total{comm="psql",` + withOrigin("unknown") + `,signal="SIGPIPE",verdict="crash-restart"} 1
 # HELP orphanwatch_postmaster_crash_restarts_total Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster took a death for a crash (or, unasked to stop, told its server processes to quit), and its startup process then finished crash recovery. Series start at 0 for every running postmaster.
 # TYPE orphanwatch_postmaster_crash_restarts_total counter
 orphanwatch_postmaster_crash_restarts_total{` + dbLabels + `} 1
@@ -297,4 +297,9 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 			t.Errorf("%s: %s", p.Metric, p.Text)
 		}
 	}
+}
+
+// withOrigin is dbLabels with an origin label, in Prometheus' label order.
+func withOrigin(origin string) string {
+	return `container="",container_id="` + dbID + `",namespace="",origin="` + origin + `",pod=""`
 }

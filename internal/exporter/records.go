@@ -71,9 +71,10 @@ func newRecordCounters(maxComms, maxSeries int, evictAfter time.Duration, now fu
 			Help: "Deaths of processes a postmaster adopted but never started. verdict=\"crash-restart\": it died of a signal " +
 				"or exited with code 2 or more while PostgreSQL ran, so PostgreSQL crash-restarted; verdict=\"adopted\": it " +
 				"exited 0 or 1, which PostgreSQL ignores; verdict=\"casualty\": it died so while PostgreSQL was already " +
-				"resetting, and was ignored. signal is empty for an exit. comm is capped (--metrics.max-comms); comm and " +
-				"container_id read \"other\" past the caps.",
-		}, append([]string{"verdict", "signal", "comm"}, containerLabels...)),
+				"resetting, and was ignored. signal is empty for an exit. origin is where it came from (docker-exec, " +
+				"cri-exec, healthcheck, probe, entrypoint, server-process, unknown). comm is capped (--metrics.max-comms); " +
+				"comm and container_id read \"other\" past the caps.",
+		}, append([]string{"verdict", "signal", "comm", "origin"}, containerLabels...)),
 		crashRestarts: newCappedVec(maxSeries, prometheus.CounterOpts{
 			Name: "orphanwatch_postmaster_crash_restarts_total",
 			Help: "Crash-restarts PostgreSQL really performed, seen in the kernel: the postmaster took a death for a crash " +
@@ -121,7 +122,7 @@ func (c *recordCounters) Write(r *report.Record) error {
 	switch verdict.Describe(verdict.Verdict(r.Verdict)).Metric {
 	case verdict.AdopteeDeath:
 		comm := c.comm(r.Comm, now)
-		c.inc(c.adoptedExits, now, append([]string{r.Verdict, labelValue(r.Signal), comm}, where...))
+		c.inc(c.adoptedExits, now, append([]string{r.Verdict, labelValue(r.Signal), comm, labelValue(r.Origin)}, where...))
 	case verdict.Restart:
 		c.inc(c.crashRestarts, now, where)
 		if r.Trigger == nil {

@@ -113,17 +113,17 @@ func TestRecordCountersByVerdict(t *testing.T) {
 	e := New(Config{})
 	exit3 := 3
 	for _, r := range []*report.Record{
-		{Verdict: "adopted", Kind: "exit", Comm: "sh", ContainerID: dbID},
-		{Verdict: "crash-restart", Kind: "exit", Comm: "sh", ExitCode: &exit3, ContainerID: dbID},
+		{Verdict: "adopted", Kind: "exit", Comm: "sh", ContainerID: dbID, Origin: "entrypoint"},
+		{Verdict: "crash-restart", Kind: "exit", Comm: "sh", ExitCode: &exit3, ContainerID: dbID, Origin: "docker-exec"},
 		// A zombie handed to the postmaster: an adoption and a crash at once.
-		{Verdict: "crash-restart", Kind: "adoption", Comm: "sh", Signal: "SIGKILL", ContainerID: dbID, ParentPID: 100, Postmaster: &report.PostmasterRecord{PID: 100}},
+		{Verdict: "crash-restart", Kind: "adoption", Comm: "sh", Signal: "SIGKILL", ContainerID: dbID, ParentPID: 100, Postmaster: &report.PostmasterRecord{PID: 100}, Origin: "healthcheck"},
 		{Verdict: "adoption", Kind: "adoption", Comm: "sleep", ContainerID: dbID, ParentPID: 100, Postmaster: &report.PostmasterRecord{PID: 100}},
 		// Adopted by the container's init, not by a postmaster.
 		{Verdict: "adoption", Kind: "adoption", Comm: "sleep", ContainerID: dbID, ParentPID: 7},
 		{Verdict: "oom-kill", Kind: "oom", Comm: "postgres", ContainerID: dbID, OOM: &report.OOMRecord{Role: "server"}},
 		{Verdict: "server-crash", Kind: "exit", Comm: "postgres", ContainerID: dbID},
 		{Verdict: "postmaster-pid1", Kind: "exec", Comm: "postgres", ContainerID: dbID},
-		{Verdict: "adopted", Kind: "exit", Comm: "bad\xffname", ContainerID: dbID},
+		{Verdict: "adopted", Kind: "exit", Comm: "bad\xffname", ContainerID: dbID, Origin: "unknown"},
 	} {
 		if err := e.Write(r); err != nil {
 			t.Fatal(err)
@@ -132,10 +132,10 @@ func TestRecordCountersByVerdict(t *testing.T) {
 	want := `
 # HELP orphanwatch_adopted_child_exits_total x
 # TYPE orphanwatch_adopted_child_exits_total counter
-orphanwatch_adopted_child_exits_total{comm="bad` + "\uFFFD" + `name",` + dbLabels + `,signal="",verdict="adopted"} 1
-orphanwatch_adopted_child_exits_total{comm="sh",` + dbLabels + `,signal="",verdict="adopted"} 1
-orphanwatch_adopted_child_exits_total{comm="sh",` + dbLabels + `,signal="",verdict="crash-restart"} 1
-orphanwatch_adopted_child_exits_total{comm="sh",` + dbLabels + `,signal="SIGKILL",verdict="crash-restart"} 1
+orphanwatch_adopted_child_exits_total{comm="bad` + "\uFFFD" + `name",` + withOrigin("unknown") + `,signal="",verdict="adopted"} 1
+orphanwatch_adopted_child_exits_total{comm="sh",` + withOrigin("docker-exec") + `,signal="",verdict="crash-restart"} 1
+orphanwatch_adopted_child_exits_total{comm="sh",` + withOrigin("entrypoint") + `,signal="",verdict="adopted"} 1
+orphanwatch_adopted_child_exits_total{comm="sh",` + withOrigin("healthcheck") + `,signal="SIGKILL",verdict="crash-restart"} 1
 # HELP orphanwatch_adoptions_total x
 # TYPE orphanwatch_adoptions_total counter
 orphanwatch_adoptions_total{` + dbLabels + `} 2

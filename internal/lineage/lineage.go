@@ -35,7 +35,10 @@ type Process struct {
 	// Adoption, when Origin is OriginAdopted and it was seen happening.
 	AdoptedAt      uint64 // boot clock ns; 0 when adopted before orphanwatch started
 	PreviousParent event.Ancestor
-	OOMKilled      bool // the OOM killer chose it
+	// PreviousExec is what the parent that died ran, as the kernel kept it
+	// (HasPreviousExec): where the orphan came from.
+	PreviousExec *event.Exec
+	OOMKilled    bool // the OOM killer chose it
 }
 
 // Postmaster is a running PostgreSQL postmaster.
@@ -48,6 +51,9 @@ type Postmaster struct {
 	DataDir   string // from its working directory, else -D
 	Major     int    // from PG_VERSION; 0 until readable
 	Container container.Ref
+	// ExecAt is when it exec'd the server (boot ns); 0 when not seen (it
+	// ran before orphanwatch started).
+	ExecAt uint64
 }
 
 // PID1 reports whether it is PID 1 of its namespace, adopting every orphan there.
@@ -182,6 +188,10 @@ func (t *Table) NoteAdoption(ev *event.Event) *Process {
 	p.Origin = verdict.OriginAdopted
 	p.AdoptedAt = ev.Time
 	p.PreviousParent = event.Ancestor{PID: ev.Previous.PID, Comm: ev.Previous.Comm}
+	if ev.Flags&event.HasPreviousExec != 0 {
+		x := ev.PreviousExec
+		p.PreviousExec = &x
+	}
 	adopter := t.postmaster(ev.Parent.Key())
 	if adopter != nil {
 		t.put(p)

@@ -338,7 +338,7 @@ func Confirmed(pm *lineage.Postmaster, trigger *Trigger, terminated int, at time
 	r.Summary = fmt.Sprintf("PostgreSQL (postmaster pid %d) crash-restarted: it told %d server processes to quit", pm.Key.PID, terminated)
 	if trigger != nil {
 		r.Summary += fmt.Sprintf(" after %s (pid %d) %s", trigger.Comm, trigger.PID, triggerHow(trigger))
-		r.Fix = verdict.Describe(verdict.Verdict(trigger.Verdict)).Fix
+		r.Fix = trigger.Fix
 	} else {
 		r.Summary += "; the culprit not seen: the death it reacted to never reached orphanwatch (lost events? see orphanwatch_events_lost_total), please report it"
 	}

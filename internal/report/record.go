@@ -47,6 +47,11 @@ type Record struct {
 	PreviousPID  uint32            `json:"previous_parent_pid,omitempty"` // adoption: the parent that died
 	PreviousComm string            `json:"previous_parent_comm,omitempty"`
 	PostgresLog  string            `json:"postgres_log,omitempty"` // what the postmaster logs about it
+	// Origin says where an adopted process came from (origin.Kind:
+	// docker-exec, cri-exec, healthcheck, probe, entrypoint,
+	// server-process, unknown), OriginDetail the same in words.
+	Origin       string `json:"origin,omitempty"`
+	OriginDetail string `json:"origin_detail,omitempty"`
 	OOM          *OOMRecord        `json:"oom,omitempty"`
 	Trigger      *Trigger          `json:"trigger,omitempty"`    // crash-restart-confirmed: what caused it
 	Terminated   int               `json:"terminated,omitempty"` // crash-restart-confirmed: server processes told to quit
@@ -107,4 +112,7 @@ type Trigger struct {
 	Comm    string `json:"comm"`
 	Verdict string `json:"verdict"`
 	Signal  string `json:"signal"`
+	Origin  string `json:"origin,omitempty"`
+	// Fix is the advice given with the culprit's record.
+	Fix string `json:"-"`
 }

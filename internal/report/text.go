@@ -80,7 +80,7 @@ type TableWriter struct {
 
 func NewTableWriter(w io.Writer) *TableWriter { return &TableWriter{w: w} }
 
-var columns = []string{"TIME", "VERDICT", "PID", "NSPID", "COMM", "HOW", "PARENT", "ORIGINAL PARENT", "LIFETIME", "CONTAINER"}
+var columns = []string{"TIME", "VERDICT", "PID", "NSPID", "COMM", "HOW", "PARENT", "ORIGINAL PARENT", "LIFETIME", "ORIGIN", "CONTAINER"}
 
 func (t *TableWriter) Write(r *Record) error {
 	t.mu.Lock()
@@ -94,7 +94,7 @@ func (t *TableWriter) Write(r *Record) error {
 	}
 	fmt.Fprintln(tw, padded([]string{
 		r.Time.Format("15:04:05.000"), r.Verdict, fmt.Sprint(r.PID), fmt.Sprint(r.NSPid), r.Comm,
-		how(r), parentColumn(r), originalParentColumn(r), lifetime(r), shortID(r.ContainerID),
+		how(r), parentColumn(r), originalParentColumn(r), lifetime(r), dash(r.Origin), shortID(r.ContainerID),
 	}))
 	if err := tw.Flush(); err != nil {
 		return err
@@ -106,7 +106,7 @@ func (t *TableWriter) Write(r *Record) error {
 	return nil
 }
 
-var widths = []int{12, 23, 8, 6, 15, 14, 22, 22, 9, 12} // VERDICT: crash-restart-confirmed
+var widths = []int{12, 23, 8, 6, 15, 14, 22, 22, 9, 14, 12} // VERDICT: crash-restart-confirmed
 
 // padded escapes each cell (a comm is the process's choice, and may hold
 // escape sequences or a tab that would break the columns) and pads it.
@@ -122,6 +122,13 @@ func padded(cells []string) string {
 		out[i] = c
 	}
 	return strings.Join(out, "\t")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func how(r *Record) string {
@@ -191,6 +198,13 @@ func Story(r *Record) string {
 			chain[i] = fmt.Sprintf("%s[%d]", a.Comm, a.PID)
 		}
 		line("started by: %s", strings.Join(chain, " <- "))
+	}
+	if r.Origin != "" {
+		o := r.Origin
+		if r.OriginDetail != "" {
+			o += ": " + r.OriginDetail
+		}
+		line("origin:   %s", o)
 	}
 	if r.AdoptedAt != nil && desc.Adoptee {
 		line("adopted:  %s by %s", r.AdoptedAt.Format("15:04:05.000"), parentColumn(r))
