@@ -45,12 +45,14 @@ type KubernetesNamer struct {
 	containers map[string]Names    // container id -> names
 	probes     map[string][]Probe  // container id -> its exec probes
 	pods       map[string]Names    // pod UID (and static pod's kubelet UID) -> namespace and pod
+	uids       map[string]string   // namespace/name -> the API's pod UID
 	keys       map[string]podIndex // pod UID -> what it added to the maps above
 
 	lastErr error // the latest list/watch failure; under mu
 }
 
 type podIndex struct {
+	name         string // namespace/name
 	containerIDs []string
 	podUIDs      []string
 }
@@ -71,11 +73,10 @@ func NewKubernetesNamer(ctx context.Context, kubeconfig, nodeName string, log *s
 	if nodeName == "" {
 		return nil, errors.New("no node name: pass --node-name or set NODE_NAME (in a DaemonSet, from the downward API's spec.nodeName)")
 	}
-	cfg, err := restConfig(kubeconfig)
+	cfg, err := RESTConfig(kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	cfg.UserAgent = "orphanwatch"
 	// Protobuf is cheaper than JSON to decode, for the agent's memory budget.
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
@@ -129,18 +130,19 @@ func (p *restPods) Watch(ctx context.Context, opts metav1.ListOptions) (watch.In
 	return p.client.Get().Resource("pods").VersionedParams(&opts, p.params).Watch(ctx)
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
+// RESTConfig is the API client configuration from a kubeconfig file, or
+// with "" the in-cluster one (the pod's service account).
+func RESTConfig(kubeconfig string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
 	if kubeconfig == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
+		if cfg, err = rest.InClusterConfig(); err != nil {
 			return nil, fmt.Errorf("in-cluster kubernetes config (pass --kubeconfig outside a pod): %w", err)
 		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
+	} else if cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
+	cfg.UserAgent = "orphanwatch"
 	return cfg, nil
 }
 
@@ -155,6 +157,7 @@ func startKubernetesNamer(ctx context.Context, pods podClient, nodeName string, 
 		containers: make(map[string]Names),
 		probes:     make(map[string][]Probe),
 		pods:       make(map[string]Names),
+		uids:       make(map[string]string),
 		keys:       make(map[string]podIndex),
 	}
 	// Only this node's pods: the API server filters, so a node's agent
@@ -236,6 +239,18 @@ func (k *KubernetesNamer) Names(ref Ref) Names {
 	return Names{}
 }
 
+// PodUID is the API's UID of pod namespace/name on this node, "" when it
+// is not known. Events must name it for kubectl describe pod to show them;
+// the pod UID in a static pod's cgroup is its kubelet's, not the API's.
+func (k *KubernetesNamer) PodUID(namespace, name string) string {
+	if k == nil {
+		return ""
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.uids[namespace+"/"+name]
+}
+
 // Checks implements CheckSource: the exec probes of the container.
 func (k *KubernetesNamer) Checks(ref Ref) Checks {
 	if k == nil || ref.ID == "" {
@@ -274,7 +289,7 @@ func (k *KubernetesNamer) update(obj any) {
 		return
 	}
 	podNames := Names{Namespace: pod.Namespace, Pod: pod.Name}
-	idx := podIndex{podUIDs: []string{string(pod.UID)}}
+	idx := podIndex{name: pod.Namespace + "/" + pod.Name, podUIDs: []string{string(pod.UID)}}
 	if hash := pod.Annotations[mirrorPodAnnotation]; hash != "" && hash != string(pod.UID) {
 		idx.podUIDs = append(idx.podUIDs, hash)
 	}
@@ -308,6 +323,7 @@ func (k *KubernetesNamer) update(obj any) {
 	for _, uid := range idx.podUIDs {
 		k.pods[uid] = podNames
 	}
+	k.uids[idx.name] = string(pod.UID)
 	for id, n := range containers {
 		k.containers[id] = n
 		if p := probesOf[n.Container]; len(p) > 0 {
@@ -343,6 +359,11 @@ func (k *KubernetesNamer) removeLocked(uid string) {
 	}
 	for _, u := range idx.podUIDs {
 		delete(k.pods, u)
+	}
+	// A pod deleted and made again under its name has a new UID, which
+	// the old one's late removal must leave.
+	if k.uids[idx.name] == uid {
+		delete(k.uids, idx.name)
 	}
 	delete(k.keys, uid)
 }

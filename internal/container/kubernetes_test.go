@@ -205,6 +205,36 @@ func TestKubernetesNamerStaticPod(t *testing.T) {
 	}
 }
 
+// Events name a pod by its API UID: for a static pod the mirror's, not the
+// kubelet's one in the cgroup; for a pod made again under its name, the new
+// one's, which the old one's late delete leaves.
+func TestKubernetesNamerPodUID(t *testing.T) {
+	mirrorUID := "5b5b5b5b-aaaa-4bbb-8ccc-dddddddddddd"
+	mirror := pod("kube-system", "pg-static-node-a", mirrorUID, node, running("postgres", "containerd://"+staticID))
+	mirror.Annotations = map[string]string{mirrorPodAnnotation: static}
+	old := pod("db", "pg-0", uid, node, running("postgres", "containerd://"+pgID))
+	k, _ := startFake(t, mirror, old)
+	if got := k.PodUID("kube-system", "pg-static-node-a"); got != mirrorUID {
+		t.Errorf("static pod's UID = %q, want the mirror's %q", got, mirrorUID)
+	}
+	if got := k.PodUID("db", "pg-0"); got != uid {
+		t.Errorf("PodUID(db, pg-0) = %q, want %q", got, uid)
+	}
+	newUID := "1a2b3c4d-5e6f-4a0b-8c1d-2e3f4a5b6c7d"
+	k.update(pod("db", "pg-0", newUID, node, running("postgres", "containerd://"+pgNewID)))
+	k.delete(old)
+	if got := k.PodUID("db", "pg-0"); got != newUID {
+		t.Errorf("after the old pg-0's delete, PodUID = %q, want the new one's %q", got, newUID)
+	}
+	if got := k.PodUID("db", "pg-1"); got != "" {
+		t.Errorf("an unknown pod's UID = %q", got)
+	}
+	var none *KubernetesNamer
+	if got := none.PodUID("db", "pg-0"); got != "" {
+		t.Errorf("a nil namer's PodUID = %q", got)
+	}
+}
+
 func TestKubernetesNamerTombstoneDelete(t *testing.T) {
 	pg := pod("db", "pg-0", uid, node, running("postgres", "docker://"+pgID))
 	k, _ := startFake(t, pg)
