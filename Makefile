@@ -18,8 +18,8 @@ help: ## Show this help.
 
 # scripts/bpf-cc runs $(BPF_CLANG) on a copy of bpf/ and vmlinux/ in a fixed
 # place, so the objects are the same bytes in every clone (the script says why).
-generate: generate-bpf ## Rebuild the committed BPF objects (needs clang-19, libbpf-dev) and the PrometheusRule.
-	go generate ./deploy/kubernetes
+generate: generate-bpf ## Rebuild the committed BPF objects (needs clang-19, libbpf-dev), the PrometheusRule and the Helm chart's copies.
+	go generate ./deploy/kubernetes ./deploy/helm
 
 generate-bpf: ## Rebuild only the BPF objects and their Go bindings.
 	BPF_CLANG=$(BPF_CLANG) BPF2GO_CC=$(CURDIR)/scripts/bpf-cc BPF2GO_STRIP=$(BPF_STRIP) BPF2GO_CFLAGS="$(BPF_CFLAGS)" go generate ./internal/probe
@@ -43,8 +43,9 @@ PG_IMAGES ?= 13 15 17 18
 pg-images: ## Build the Docker tests' PostgreSQL images (debootstrap, cached per machine; as root), e.g. PG_IMAGES=15.
 	go run ./internal/testenv/pgimage $(PG_IMAGES)
 
-bench: build ## Measure overhead, lost events, agent cost, BPF cost, latency and startup.
-	go run ./bench
+BENCH_FLAGS ?=
+bench: build ## Measure overhead, BPF cost by node configuration and storm kind (vs bpftrace), pgbench -C, lost events, agent cost, latency, startup (BENCH_FLAGS=-markdown for the docs).
+	go run ./bench $(BENCH_FLAGS)
 
 SOAK_DURATION ?= 10m
 SOAK_INTERVAL ?= 30s

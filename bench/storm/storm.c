@@ -3,12 +3,14 @@
 // Children exit at once: what the BPF programs pay per process shows up
 // undiluted.
 //
-//   storm [-n total] [-c concurrency] [-f every] [-v]
+//   storm [-n total] [-c concurrency] [-f every] [-v | -x]
 //       fork total children, at most concurrency alive; every f-th exits 2,
 //       the rest 0 (f 0: all 0). -v uses vfork(): the same process lifecycle
 //       through the same tracepoints, without copying the parent's page
 //       tables, which costs ~0.9 ms in a VM with nested paging (concurrency
 //       is then 1: vfork suspends the parent until the child exits).
+//       -x: each child execs /bin/true, what a shell script's commands do
+//       (/bin/false, exit 1, instead of exiting 2: an abnormal exit too).
 //   storm -l live
 //       keep live children until stdin closes, then kill them.
 // Prints the elapsed seconds.
@@ -89,16 +91,17 @@ static int live(long n)
 int main(int argc, char **argv)
 {
 	long total = 20000, concurrency = 8, every = 3, hold = 0;
-	int use_vfork = 0, opt;
-	while ((opt = getopt(argc, argv, "n:c:f:l:v")) != -1) {
+	int use_vfork = 0, use_exec = 0, opt;
+	while ((opt = getopt(argc, argv, "n:c:f:l:vx")) != -1) {
 		switch (opt) {
 		case 'n': total = atol(optarg); break;
 		case 'c': concurrency = atol(optarg); break;
 		case 'f': every = atol(optarg); break;
 		case 'l': hold = atol(optarg); break;
 		case 'v': use_vfork = 1; break;
+		case 'x': use_exec = 1; break;
 		default:
-			fprintf(stderr, "usage: %s [-n total] [-c concurrency] [-f every] [-v] | -l live\n", argv[0]);
+			fprintf(stderr, "usage: %s [-n total] [-c concurrency] [-f every] [-v | -x] | -l live\n", argv[0]);
 			return 2;
 		}
 	}
@@ -124,8 +127,14 @@ int main(int argc, char **argv)
 			perror("fork");
 			return 1;
 		}
-		if (pid == 0)
+		if (pid == 0) {
+			if (use_exec) {
+				const char *prog = code ? "/bin/false" : "/bin/true";
+				execl(prog, prog, (char *)NULL);
+				_exit(127);
+			}
 			_exit(code);
+		}
 		alive++;
 	}
 	while (alive > 0 && reap_one())
