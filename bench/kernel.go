@@ -151,20 +151,6 @@ func forksSoFar() uint64 {
 	return 0
 }
 
-// childOf is the first child of pid, waited for up to 2 s.
-func childOf(pid int) (int, error) {
-	for range 100 {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-		if err == nil {
-			if f := strings.Fields(string(data)); len(f) > 0 {
-				return strconv.Atoi(f[0])
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return 0, fmt.Errorf("process %d has no child", pid)
-}
-
 // postmasters lists the postmasters running on the node: postgres
 // processes whose parent is not a postgres process.
 func postmasters() []int {

@@ -262,7 +262,7 @@ func startServeIn(prefix []string, keepLines bool, args ...string) (*tracer, err
 	}
 	t.pid = t.cmd.Process.Pid
 	if len(prefix) > 0 {
-		if t.pid, err = childOf(t.cmd.Process.Pid); err != nil {
+		if t.pid, err = testenv.FirstChild(t.cmd.Process.Pid); err != nil {
 			t.cmd.Process.Kill()
 			t.cmd.Wait()
 			return nil, err
