@@ -29,14 +29,7 @@ type Container struct {
 // anything that would give the container a network is refused.
 func RunContainer(t testing.TB, e *DockerEngine, name string, args []string, image string, cmd ...string) *Container {
 	t.Helper()
-	for _, a := range args {
-		if a == "-p" || a == "-P" || strings.HasPrefix(a, "--publish") || strings.HasPrefix(a, "--net") {
-			t.Fatalf("container %s: %q would give it a network; the tests run every container with --network none", name, a)
-		}
-	}
-	run := []string{"run", "--detach", "--network", "none", "--name", name, "--label", ownerLabel + "=" + strconv.Itoa(os.Getpid())}
-	run = append(append(append(run, args...), image), cmd...)
-	id, err := e.Docker(run...)
+	id, err := e.RunDetached(name, args, image, cmd...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +44,44 @@ func RunContainer(t testing.TB, e *DockerEngine, name string, args []string, ima
 	})
 	return c
 }
+
+// RunDetached is RunContainer without a test (the oracle is also a
+// program): it returns the container's id, and the caller removes it. The
+// container is labelled with this process's id, so that one a killed run
+// left behind is removed by the next (RemoveOrphanedContainers).
+func (e *DockerEngine) RunDetached(name string, args []string, image string, cmd ...string) (string, error) {
+	if err := noNetwork(args); err != nil {
+		return "", fmt.Errorf("container %s: %w", name, err)
+	}
+	run := []string{"run", "--detach", "--network", "none", "--name", name, "--label", ownerLabel + "=" + strconv.Itoa(os.Getpid())}
+	run = append(append(append(run, args...), image), cmd...)
+	return e.Docker(run...)
+}
+
+// RunOnce is `docker run --rm` of a command to its end, with no network,
+// labelled like RunDetached; it returns the command's output.
+func (e *DockerEngine) RunOnce(args []string, image string, cmd ...string) (string, error) {
+	if err := noNetwork(args); err != nil {
+		return "", err
+	}
+	run := []string{"run", "--rm", "--network", "none", "--label", ownerLabel + "=" + strconv.Itoa(os.Getpid())}
+	return e.Docker(append(append(append(run, args...), image), cmd...)...)
+}
+
+// noNetwork refuses docker run options that would give a container a
+// network: every container here runs with --network none.
+func noNetwork(args []string) error {
+	for _, a := range args {
+		if a == "-p" || a == "-P" || strings.HasPrefix(a, "--publish") || strings.HasPrefix(a, "--net") {
+			return fmt.Errorf("%q would give it a network; every container here runs with --network none", a)
+		}
+	}
+	return nil
+}
+
+// RemoveOrphanedContainers removes the containers of test processes (and
+// oracle runs) that are gone, killed before they removed them.
+func (e *DockerEngine) RemoveOrphanedContainers() error { return removeOrphanedContainers(e) }
 
 // removeOrphanedContainers removes the containers of test processes that
 // are gone (killed before their cleanup ran).

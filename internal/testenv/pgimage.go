@@ -52,6 +52,19 @@ func imageChanges(version int) []string {
 	}
 }
 
+// PostgresImageEnv is the environment the image gives its processes (its
+// ENV lines), for a command entered into a container from the host
+// (nsenter), as docker exec would give it.
+func PostgresImageEnv(version int) []string {
+	env := []string{"HOME=/root"}
+	for _, c := range imageChanges(version) {
+		if kv, ok := strings.CutPrefix(c, "ENV "); ok {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // imageRevision changes with the entrypoint and the --change lines, so a
 // cached image made from an older recipe is re-imported (the rootfs stays).
 func imageRevision(version int) string {
