@@ -141,3 +141,47 @@ func TestCheckBadPidIsUnknown(t *testing.T) {
 		}
 	}
 }
+
+// Kubernetes flags without --kubernetes would do nothing: a usage error in
+// one line naming them, before anything is loaded. --node-name's default
+// from $NODE_NAME is no flag given.
+func TestKubernetesFlagsNeedKubernetes(t *testing.T) {
+	t.Setenv("NODE_NAME", "node-a")
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"serve", "--kubernetes.events=false"}, "--kubernetes.events needs --kubernetes"},
+		{[]string{"serve", "--kubeconfig", "/etc/kube.conf", "--node-name", "n1"}, "--kubeconfig and --node-name need --kubernetes"},
+		{[]string{"trace", "--namespace", "db"}, "--namespace needs --kubernetes (pods are named from the Kubernetes API)"},
+		{[]string{"trace", "--pod", "pg-0", "--kubeconfig", "k"}, "--kubeconfig and --pod need --kubernetes"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(tc.args, io.Discard, &stderr)
+			if code != exitUsage || !strings.Contains(stderr.String(), tc.says) || strings.Count(stderr.String(), "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want %d and one line saying %q", code, stderr.String(), exitUsage, tc.says)
+			}
+		})
+	}
+}
+
+// The trace filters refuse empty values, as --verdict refuses unknown ones.
+func TestTraceFilterFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"trace", "--kubernetes", "--namespace", "db,"}, `empty namespace in "db,"`},
+		{[]string{"trace", "--kubernetes", "--pod", ""}, `empty pod name in ""`},
+		{[]string{"trace", "--container", "pg,"}, "empty container id"},
+		{[]string{"trace", "--container", "docker://"}, "no container id after docker://"},
+	} {
+		var stderr bytes.Buffer
+		code := run(tc.args, io.Discard, &stderr)
+		first, _, _ := strings.Cut(stderr.String(), "\n")
+		if code != exitUsage || !strings.Contains(first, tc.says) {
+			t.Errorf("%v: exit %d, first line %q; want %d saying %q", tc.args, code, first, exitUsage, tc.says)
+		}
+	}
+}

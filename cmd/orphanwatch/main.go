@@ -15,9 +15,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/orphanwatch/orphanwatch/internal/container"
+	"github.com/orphanwatch/orphanwatch/internal/kubeevents"
 	"github.com/orphanwatch/orphanwatch/internal/probe"
 	"github.com/orphanwatch/orphanwatch/internal/version"
 )
@@ -162,6 +165,8 @@ type namerFlags struct {
 	kubeconfig string
 	nodeName   string
 	dockerRoot string
+	// kube is the Kubernetes namer once namer has started one.
+	kube *container.KubernetesNamer
 }
 
 func (n *namerFlags) register(fs *flag.FlagSet) {
@@ -179,12 +184,52 @@ func (n *namerFlags) namer(ctx context.Context, log *slog.Logger) (names contain
 	if n.kubernetes {
 		k, err := container.NewKubernetesNamer(ctx, n.kubeconfig, n.nodeName, log)
 		if err != nil {
-			log.Warn("no Kubernetes names: records carry container and pod ids only", "err", err)
+			log.Warn("no Kubernetes names (nor Events): records carry container and pod ids only", "err", err)
 		} else {
 			namers = append(namers, k)
 			close = k.Close
+			n.kube = k
 		}
 	}
 	namers = append(namers, container.NewDockerNamer(n.dockerRoot))
 	return container.Chain(namers...), close
+}
+
+// events starts posting Kubernetes Events on the pods the namer knows,
+// with the same credentials; nil when namer started no Kubernetes namer.
+func (n *namerFlags) events(ctx context.Context, log *slog.Logger) (*kubeevents.Recorder, error) {
+	if n.kube == nil {
+		return nil, nil
+	}
+	cfg, err := container.RESTConfig(n.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubeevents.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return kubeevents.New(ctx, kubeevents.Config{Client: client, Node: n.nodeName, Pods: n.kube, Log: log})
+}
+
+// needs refuses flags set without the flag that gives them a meaning, so
+// that a forgotten --kubernetes is an error rather than a silent no-op.
+func needs(fs *flag.FlagSet, base string, on bool, why string, names ...string) error {
+	if on {
+		return nil
+	}
+	var set []string
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains(names, f.Name) {
+			set = append(set, "--"+f.Name)
+		}
+	})
+	if len(set) == 0 {
+		return nil
+	}
+	verb := "needs"
+	if len(set) > 1 {
+		verb = "need"
+	}
+	return fmt.Errorf("%s %s --%s (%s)", strings.Join(set, " and "), verb, base, why)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -61,6 +62,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	logFormat := fs.String("log.format", "logfmt", "log format on stderr: logfmt or json")
 	maxComms := fs.Int("metrics.max-comms", exporter.DefaultMaxComms, "distinct command names given a comm label of their own; others are counted as comm=\"other\"")
 	maxSeries := fs.Int("metrics.max-series", exporter.DefaultMaxSeries, "series per record counter; past it, new containers are counted as container_id=\"other\"")
+	kubeEvents := fs.Bool("kubernetes.events", true, "with --kubernetes, post Kubernetes Events on the PostgreSQL pod of each crash-restart, OOM kill and PID 1 postmaster; --kubernetes.events=false turns them off")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: orphanwatch serve [flags]\n\nRun the agent: Prometheus metrics on --web.listen-address, and each flagged record as a JSON line on stdout.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -77,7 +79,8 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	case *maxComms <= 0 || *maxSeries <= 0:
 		err = errors.New("--metrics.max-comms and --metrics.max-series must be positive")
 	default:
-		err = checkWebFlags(*telemetryPath, *webConfig)
+		err = cmp.Or(checkWebFlags(*telemetryPath, *webConfig),
+			needs(fs, "kubernetes", nf.kubernetes, "pods are named, and Events posted, from the Kubernetes API", "kubeconfig", "node-name", "kubernetes.events"))
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "orphanwatch serve: %v\n", err)
@@ -107,6 +110,18 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	metrics := exporter.New(exporter.Config{MaxComms: *maxComms, MaxSeries: *maxSeries, Names: names})
 	registry := exporter.NewRegistry(metrics)
 	registry.MustRegister(exporter.NewAuditCollector(func() audit.Report { return audit.Default().Run(audit.Selector{}) }, names))
+	sinks := []agent.Sink{metrics, report.NewJSONWriter(stdout)}
+	if *kubeEvents {
+		events, err := nf.events(ctx, log)
+		switch {
+		case err != nil:
+			log.Warn("no Kubernetes Events", "err", err)
+		case events != nil:
+			defer events.Close()
+			sinks = append(sinks, events)
+			registry.MustRegister(exporter.NewKubeEventsCollector(events.Stats))
+		}
+	}
 	srv, err := exporter.NewServer(exporter.ServerConfig{
 		Listeners: listeners, TelemetryPath: *telemetryPath, WebConfigFile: *webConfig,
 		Registry: registry, Log: log,
@@ -138,7 +153,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		<-served
 	}
 
-	pl, err := pipeline.Open(pipeline.Config{Probe: pf.config(), Sinks: []agent.Sink{metrics, report.NewJSONWriter(stdout)}, Names: names, Log: log})
+	pl, err := pipeline.Open(pipeline.Config{Probe: pf.config(), Sinks: sinks, Names: names, Log: log})
 	if err != nil {
 		shutdown()
 		return failure(stderr, "serve", err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/orphanwatch/orphanwatch/internal/agent"
+	"github.com/orphanwatch/orphanwatch/internal/audit"
 	"github.com/orphanwatch/orphanwatch/internal/lineage"
 	"github.com/orphanwatch/orphanwatch/internal/pipeline"
 	"github.com/orphanwatch/orphanwatch/internal/probe"
@@ -34,6 +35,17 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 	var filter recordFilter
 	fs.Func("pid", "only this process (host pid, or pid in its namespace)", numberFlag(&filter.pid, func(n uint64) bool { return n > 0 }, "must be a process id greater than 0"))
 	fs.StringVar(&filter.comm, "comm", "", "only processes with this command name")
+	fs.Func("namespace", "only records in these Kubernetes namespaces, comma separated (with --kubernetes)", listFlag(&filter.namespaces, "namespace"))
+	fs.Func("pod", "only records in these Kubernetes pods, comma separated (with --kubernetes)", listFlag(&filter.pods, "pod name"))
+	fs.Func("container", "only records in these containers, comma separated: a Kubernetes or Docker container name, or a container id or a prefix of it", func(s string) error {
+		for _, c := range strings.Split(s, ",") {
+			if _, err := audit.ContainerPrefix(c); err != nil {
+				return err
+			}
+			filter.containers = append(filter.containers, c)
+		}
+		return nil
+	})
 	fs.Func("verdict", "only these verdicts, comma separated: "+joinVerdicts(), func(s string) error {
 		for _, v := range strings.Split(s, ",") {
 			if !isVerdict(v) {
@@ -49,6 +61,10 @@ func traceCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	if st := parseFlags(fs, args, stderr); st >= 0 {
 		return st
+	}
+	if err := needs(fs, "kubernetes", nf.kubernetes, "pods are named from the Kubernetes API", "kubeconfig", "node-name", "namespace", "pod"); err != nil {
+		fmt.Fprintf(stderr, "orphanwatch trace: %v\n", err)
+		return exitUsage
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -96,12 +112,44 @@ func joinVerdicts() string {
 // isVerdict reports whether a name is a verdict's.
 func isVerdict(name string) bool { return verdict.Describe(verdict.Verdict(name)).Verdict != "" }
 
-// recordFilter passes on the records --pid, --comm and --verdict select.
+// recordFilter passes on the records --pid, --comm, --verdict,
+// --namespace, --pod and --container select: each flag given must match,
+// any of its values.
 type recordFilter struct {
-	pid      uint32
-	comm     string
-	verdicts []verdict.Verdict
-	next     agent.Sink
+	pid        uint32
+	comm       string
+	verdicts   []verdict.Verdict
+	namespaces []string
+	pods       []string
+	containers []string // names, ids or id prefixes
+	next       agent.Sink
+}
+
+// listFlag takes a comma-separated list of non-empty values.
+func listFlag(dst *[]string, what string) func(string) error {
+	return func(s string) error {
+		for _, v := range strings.Split(s, ",") {
+			if v == "" {
+				return fmt.Errorf("empty %s in %q", what, s)
+			}
+			*dst = append(*dst, v)
+		}
+		return nil
+	}
+}
+
+// inContainer: a record is in a container named c, or whose id c is, or
+// begins (as docker ps and kubectl show ids: short, or runtime://id).
+func inContainer(r *report.Record, containers []string) bool {
+	for _, c := range containers {
+		if r.Container == c {
+			return true
+		}
+		if prefix, err := audit.ContainerPrefix(c); err == nil && r.ContainerID != "" && strings.HasPrefix(r.ContainerID, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Flush passes the agent's flush on to a buffering writer.
@@ -120,6 +168,11 @@ func (f *recordFilter) Write(r *report.Record) error {
 		return nil
 	}
 	if len(f.verdicts) > 0 && !slices.Contains(f.verdicts, verdict.Verdict(r.Verdict)) {
+		return nil
+	}
+	if len(f.namespaces) > 0 && !slices.Contains(f.namespaces, r.Namespace) ||
+		len(f.pods) > 0 && !slices.Contains(f.pods, r.Pod) ||
+		len(f.containers) > 0 && !inContainer(r, f.containers) {
 		return nil
 	}
 	return f.next.Write(r)
