@@ -6,6 +6,7 @@ packages=(
   clang-19 llvm-19 libbpf-dev # make generate: the pinned BPF compiler and libbpf headers
   postgresql                  # PostgreSQL 15 server for the end-to-end tests
   tini dumb-init              # the init-as-PID-1 fix, tested
+  catatonit                   # a pause process for the shared PID namespace tests (what Podman's pods run)
   prometheus                  # a real Prometheus server and promtool
   bpftrace hyperfine          # make bench: the peer detector and timing
   util-linux                  # unshare, nsenter, setpriv, taskset

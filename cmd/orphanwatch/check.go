@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/orphanwatch/orphanwatch/internal/audit"
 )
@@ -22,21 +24,25 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	var sel audit.Selector
 	var pid uint32
+	var names namerFlags
 	fs.Func("pid", "only the postmaster with this `pid` (as the host sees it)", numberFlag(&pid, func(n uint64) bool { return n > 0 }, "must be a process id greater than 0"))
-	fs.Func("container", "only the postmasters in the container with this `id` (or a prefix of it, as docker ps or kubectl show it)", func(s string) error {
+	fs.Func("container", "only the postmasters in this container: its `name or id` (or a prefix of the id), as docker ps or kubectl show them", func(s string) error {
 		if _, err := audit.ContainerPrefix(s); err != nil {
 			return err
 		}
 		sel.Container = s
 		return nil
 	})
+	names.register(fs)
 	jsonOut := fs.Bool("json", false, "print one JSON object with every postmaster and finding instead of the report")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: orphanwatch check [flags]
 
 Audit every running postmaster (no BPF needed; reads /proc and /sys/fs/cgroup, as root or with CAP_SYS_PTRACE):
-PID 1 of its PID namespace, oom_score_adj of the postmaster and its server processes, the memory limit of
-its cgroup, vm.overcommit_memory, and the orphans it has adopted right now.
+PID 1 of its PID namespace, or what is PID 1 instead and whether it reaps every orphan; when the postmaster is
+PID 1, the Docker HEALTHCHECK (from --docker-root) and Kubernetes exec probes (with --kubernetes) that would
+orphan processes to it; oom_score_adj of the postmaster and its server processes, the memory limit and
+memory.oom.group of its cgroup, vm.overcommit_memory, and the orphans it has adopted right now.
 
 Exit status: 0 all good, 1 warnings, 2 failures, 3 unknown (could not check, or a usage error).
 
@@ -57,7 +63,12 @@ Flags:
 		return checkUnknown
 	}
 
-	r := audit.Default().Run(sel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	namer, closeNamer := names.namer(context.Background(), log)
+	defer closeNamer()
+	host := audit.Default()
+	host.Names = namer
+	r := host.Run(sel)
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

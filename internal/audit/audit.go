@@ -1,9 +1,11 @@
 // Package audit answers "is my PostgreSQL protected, and is any hazard
 // present right now?" from /proc and the cgroup tree, without BPF: for every
 // running postmaster, whether it is PID 1 of its PID namespace (it adopts
-// every orphan there), its oom_score_adj against its server processes', the
-// memory limit of its cgroup, the orphans it has adopted now, and the host's
-// vm.overcommit_memory. The findings are plain values: `orphanwatch check`
+// every orphan there) or what is PID 1 instead and whether that reaps every
+// orphan, the sources of orphans its container's runtime runs in it (Docker
+// HEALTHCHECKs, Kubernetes exec probes), its oom_score_adj against its
+// server processes', the memory limit and memory.oom.group of its cgroup,
+// the orphans it has adopted now, and the host's vm.overcommit_memory. The findings are plain values: `orphanwatch check`
 // prints them and the exporter publishes them as gauges.
 package audit
 
@@ -16,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/orphanwatch/orphanwatch/internal/container"
 	"github.com/orphanwatch/orphanwatch/internal/event"
@@ -85,6 +88,10 @@ const (
 	CheckOOMScoreAdj Check = "oom_score_adj"     // the postmaster's against its server processes'
 	CheckMemoryLimit Check = "memory_limit"      // its cgroup's memory limit and use
 	CheckOvercommit  Check = "overcommit_memory" // the host's vm.overcommit_memory
+	CheckZombies     Check = "zombies"           // exited processes PID 1 has not reaped
+	CheckHealthcheck Check = "healthcheck"       // a Docker HEALTHCHECK, when the postmaster is PID 1
+	CheckProbe       Check = "probe"             // a Kubernetes exec probe, when the postmaster is PID 1
+	CheckOOMGroup    Check = "oom_group"         // memory.oom.group of its cgroup (v2)
 )
 
 // Finding is one answer of the audit.
@@ -127,6 +134,14 @@ type Postmaster struct {
 	ContainerRuntime string `json:"container_runtime,omitempty"`
 	ContainerID      string `json:"container_id,omitempty"`
 	PodUID           string `json:"pod_uid,omitempty"`
+	// ContainerName, Namespace and Pod are the container's names, where
+	// Docker's config or the Kubernetes API (check --kubernetes) tell them.
+	ContainerName string `json:"container_name,omitempty"`
+	Namespace     string `json:"namespace,omitempty"`
+	Pod           string `json:"pod,omitempty"`
+	// Init is PID 1 of its namespace when the postmaster is not: what
+	// adopts orphans instead, and whether it reaps them.
+	Init *Init `json:"init,omitempty"`
 
 	OOMScoreAdj int `json:"oom_score_adj"`
 	// OOMAdjustFile and OOMAdjustValue are PG_OOM_ADJUST_FILE and
@@ -172,18 +187,39 @@ type Host struct {
 	// or CAP_SYS_PTRACE). Without it other users' postmasters can be
 	// invisible, and finding none proves nothing.
 	Privileged bool
+	// Names names containers and tells their checks (HEALTHCHECK, exec
+	// probes): Docker's config.v2.json files, the Kubernetes API. nil:
+	// containers by id only, and their checks unknown.
+	Names container.Namer
+	// Settle is how long a zombie under PID 1 must stay one to be
+	// reported: an init that reaps takes far less. 0 in tests.
+	Settle time.Duration
 }
 
+// defaultSettle: tini and the like reap within microseconds of SIGCHLD.
+const defaultSettle = 200 * time.Millisecond
+
 // Default is this host: /proc, /sys/fs/cgroup, and this process's
-// capabilities.
+// capabilities, with no names (set Names for them).
 func Default() Host {
-	return Host{Proc: procfs.Default, CgroupRoot: "/sys/fs/cgroup", Privileged: canTraceOthers()}
+	return Host{Proc: procfs.Default, CgroupRoot: "/sys/fs/cgroup", Privileged: canTraceOthers(), Settle: defaultSettle}
+}
+
+// names looks a container's names up; none without a namer.
+func (h Host) names(ref container.Ref) container.Names {
+	if h.Names == nil || ref.IsZero() {
+		return container.Names{}
+	}
+	return h.Names.Names(ref)
 }
 
 // Selector narrows the audit to one postmaster or one container's.
 type Selector struct {
-	PID       int    // host pid of a postmaster
-	Container string // container id or a prefix of it; runtime:// prefixes are ignored
+	PID int // host pid of a postmaster
+	// Container is a container's id, a prefix of it (runtime:// prefixes
+	// are ignored), or its name, resolved as docker inspect does: a whole
+	// id, then a name, then an id prefix.
+	Container string
 }
 
 // ContainerPrefix is the container id prefix a Selector's Container
@@ -216,7 +252,7 @@ func (h Host) Run(sel Selector) (r Report) {
 		r.add(Finding{Check: CheckDiscovery, Level: Unknown, Message: h.unreadable(err)})
 		return r
 	}
-	selected, problem := sel.pick(found, h.Proc)
+	selected, problem := h.pick(sel, found)
 	if problem != "" {
 		r.add(Finding{Check: CheckDiscovery, Level: Unknown, Message: problem})
 		return r
@@ -288,7 +324,7 @@ func (h Host) unreadable(err error) string {
 
 // pick applies the selector. A problem (nothing matches, an ambiguous
 // prefix) is returned as a message.
-func (sel Selector) pick(found []*lineage.Postmaster, proc procfs.FS) ([]*lineage.Postmaster, string) {
+func (h Host) pick(sel Selector, found []*lineage.Postmaster) ([]*lineage.Postmaster, string) {
 	switch {
 	case sel.PID != 0:
 		for _, pm := range found {
@@ -296,7 +332,7 @@ func (sel Selector) pick(found []*lineage.Postmaster, proc procfs.FS) ([]*lineag
 				return []*lineage.Postmaster{pm}, ""
 			}
 		}
-		if st, err := proc.ReadStat(sel.PID); err == nil {
+		if st, err := h.Proc.ReadStat(sel.PID); err == nil {
 			for _, pm := range found {
 				if int(pm.Key.PID) == st.PPID {
 					return nil, fmt.Sprintf("pid %d is a child of the postmaster pid %d, not a postmaster (--pid %d)", sel.PID, st.PPID, st.PPID)
@@ -306,30 +342,7 @@ func (sel Selector) pick(found []*lineage.Postmaster, proc procfs.FS) ([]*lineag
 		}
 		return nil, fmt.Sprintf("no process with pid %d (give the postmaster's pid as the host sees it)", sel.PID)
 	case sel.Container != "":
-		prefix, err := ContainerPrefix(sel.Container)
-		if err != nil {
-			return nil, err.Error()
-		}
-		var out []*lineage.Postmaster
-		ids := map[string]bool{}
-		for _, pm := range found {
-			if pm.Container.ID != "" && strings.HasPrefix(pm.Container.ID, prefix) {
-				out = append(out, pm)
-				ids[pm.Container.ID] = true
-			}
-		}
-		switch {
-		case len(out) == 0:
-			return nil, fmt.Sprintf("no running postmaster in a container whose id starts with %q", sel.Container)
-		case len(ids) > 1:
-			short := make([]string, 0, len(ids))
-			for id := range ids {
-				short = append(short, id[:min(len(id), len(prefix)+8)]) // long enough to tell them apart
-			}
-			slices.Sort(short)
-			return nil, fmt.Sprintf("%q matches several containers (%s): give more of the id", sel.Container, strings.Join(short, ", "))
-		}
-		return out, ""
+		return h.pickContainer(sel.Container, found)
 	}
 	return found, ""
 }
@@ -354,7 +367,11 @@ func (h Host) postmaster(lpm *lineage.Postmaster, table *lineage.Table, procs ma
 		ServerProcesses: []ServerProcess{},
 		Orphans:         []Orphan{},
 	}
-	pm.OOMAdjustFile, pm.OOMAdjustValue = h.oomAdjustEnv(pid)
+	env := h.env(pid, "PG_OOM_ADJUST_FILE", "PG_OOM_ADJUST_VALUE")
+	pm.OOMAdjustFile, pm.OOMAdjustValue = env["PG_OOM_ADJUST_FILE"], env["PG_OOM_ADJUST_VALUE"]
+	names := h.names(pm.Container())
+	pm.ContainerName, pm.Namespace, pm.Pod = names.Container, names.Namespace, names.Pod
+	pm.Init = h.initOf(&pm, procs)
 
 	var findings []Finding
 	add := func(f Finding) {
@@ -362,6 +379,14 @@ func (h Host) postmaster(lpm *lineage.Postmaster, table *lineage.Table, procs ma
 		findings = append(findings, f)
 	}
 	add(pid1Finding(&pm))
+	if pm.Init != nil && len(pm.Init.Zombies) > 0 {
+		add(zombiesFinding(&pm))
+	}
+	if pm.PID1 {
+		for _, f := range h.orphanSources(&pm) {
+			add(f)
+		}
+	}
 
 	for _, o := range table.Adopted() {
 		if o.PPID != pm.PID || !h.stillOrphan(o, lpm, procs) {
@@ -394,6 +419,9 @@ func (h Host) postmaster(lpm *lineage.Postmaster, table *lineage.Table, procs ma
 	mem, f := h.memoryFinding(pid)
 	pm.Memory = mem
 	add(f)
+	if mem.OOMGroup != nil {
+		add(oomGroupFinding(&pm))
+	}
 	return pm, findings, true
 }
 
@@ -414,10 +442,18 @@ func (h Host) stillOrphan(o *lineage.Process, pm *lineage.Postmaster, procs map[
 }
 
 // where names the postmaster's container; empty when it is in none
-// orphanwatch recognises.
+// orphanwatch recognises: "container db (docker 0123456789ab)", "container
+// postgres of pod app/db-0 (containerd 0123456789ab)", or without names
+// "container docker 0123456789ab".
 func where(pm *Postmaster) string {
 	ref := pm.Container()
 	switch {
+	case ref.ID != "" && pm.ContainerName != "":
+		s := "container " + pm.ContainerName
+		if pm.Pod != "" {
+			s += fmt.Sprintf(" of pod %s/%s", pm.Namespace, pm.Pod)
+		}
+		return s + fmt.Sprintf(" (%s %s)", ref.Runtime, ref.Short())
 	case ref.ID != "":
 		s := fmt.Sprintf("container %s %s", ref.Runtime, ref.Short())
 		if ref.PodUID != "" {
@@ -446,9 +482,14 @@ func pid1Finding(pm *Postmaster) Finding {
 				"and an orphan that dies of a signal or exits with code 2 or more makes PostgreSQL crash-restart", pm.PID, namespaceOf(pm)),
 			Fix: verdict.InitFix}
 	}
+	if pm.Init == nil {
+		return Finding{Check: CheckPID1, Level: OK,
+			Message: fmt.Sprintf("the postmaster is pid %d in its PID namespace, started by %s (pid %d): orphans go to the namespace's init, not to PostgreSQL",
+				pm.NSPid, pm.ParentComm, pm.ParentPID)}
+	}
 	return Finding{Check: CheckPID1, Level: OK,
-		Message: fmt.Sprintf("the postmaster is pid %d in its PID namespace, started by %s (pid %d): orphans go to the namespace's init, not to PostgreSQL",
-			pm.NSPid, pm.ParentComm, pm.ParentPID)}
+		Message: fmt.Sprintf("the postmaster is pid %d in its PID namespace, started by %s (pid %d); PID 1 there is %s: "+
+			"orphans go to it, not to PostgreSQL, %s", pm.NSPid, pm.ParentComm, pm.ParentPID, describeInit(pm, pm.Init), reapingSays(pm.Init))}
 }
 
 // OrphanFix is the advice for a live orphan: killing it is the very thing
@@ -467,20 +508,19 @@ func orphanFinding(pm *Postmaster, o Orphan) Finding {
 		Fix: OrphanFix}
 }
 
-// oomAdjustEnv reads PG_OOM_ADJUST_FILE and PG_OOM_ADJUST_VALUE from the
-// postmaster's environment, and nothing else: the environment holds
-// secrets (POSTGRES_PASSWORD in the official image).
-func (h Host) oomAdjustEnv(pid int) (file, value string) {
+// env reads the named variables from a process's environment, and
+// nothing else: the environment holds secrets (POSTGRES_PASSWORD in the
+// official image). Those unset, or an unreadable environment, are absent.
+func (h Host) env(pid int, names ...string) map[string]string {
+	out := map[string]string{}
 	data, err := os.ReadFile(filepath.Join(h.Proc.Root, strconv.Itoa(pid), "environ"))
 	if err != nil {
-		return "", ""
+		return out
 	}
 	for _, kv := range strings.Split(string(data), "\x00") {
-		if v, ok := strings.CutPrefix(kv, "PG_OOM_ADJUST_FILE="); ok {
-			file = v
-		} else if v, ok := strings.CutPrefix(kv, "PG_OOM_ADJUST_VALUE="); ok {
-			value = v
+		if k, v, ok := strings.Cut(kv, "="); ok && slices.Contains(names, k) {
+			out[k] = v
 		}
 	}
-	return file, value
+	return out
 }

@@ -24,6 +24,15 @@ type Memory struct {
 	// UsedBytes is the anonymous and shared memory (shared_buffers) charged
 	// to LimitCgroup: what reclaiming page cache cannot free, without swap.
 	UsedBytes uint64 `json:"used_bytes"`
+	// OOMGroup is whether memory.oom.group is 1 on its cgroup or an
+	// ancestor (cgroup v2 only: nil on v1, where it does not exist). Then
+	// an OOM kill there kills every process of that cgroup, except those
+	// at oom_score_adj -1000 (mm/memcontrol.c mem_cgroup_get_oom_group,
+	// Linux 4.19+). Kubernetes 1.28+ sets it on every container.
+	OOMGroup *bool `json:"oom_group"`
+	// OOMGroupCgroup is the highest cgroup with it set: the one a group
+	// kill takes whole.
+	OOMGroupCgroup string `json:"oom_group_cgroup,omitempty"`
 }
 
 // nearLimit is the share of the limit in use that makes an OOM kill likely
@@ -35,6 +44,7 @@ type memoryHierarchy struct {
 	version   int
 	mount     string   // the mount point of the hierarchy
 	limitFile string   // per cgroup
+	groupFile string   // per cgroup: memory.oom.group, v2 only
 	usedStats []string // memory.stat keys summed into UsedBytes (hierarchical)
 }
 
@@ -92,6 +102,9 @@ func (h Host) memory(pid int) (Memory, error) {
 		return m, fmt.Errorf("its cgroup directory: %w (is the host's /sys/fs/cgroup mounted?)", err)
 	}
 	var limitDir string
+	if hier.groupFile != "" {
+		m.OOMGroup = new(bool)
+	}
 	for d := dir; ; d = filepath.Dir(d) {
 		limit, ok, err := readLimit(filepath.Join(d, hier.limitFile))
 		if err != nil {
@@ -100,6 +113,15 @@ func (h Host) memory(pid int) (Memory, error) {
 		if ok && (m.LimitBytes == nil || limit < *m.LimitBytes) {
 			m.LimitBytes, limitDir = &limit, d
 		}
+		if hier.groupFile != "" {
+			set, err := readOOMGroup(filepath.Join(d, hier.groupFile))
+			if err != nil {
+				return m, err
+			}
+			if set { // going up: the last one set is the highest
+				*m.OOMGroup, m.OOMGroupCgroup = true, cgroupName(hier.mount, d)
+			}
+		}
 		if d == hier.mount || len(d) <= len(hier.mount) {
 			break
 		}
@@ -107,7 +129,7 @@ func (h Host) memory(pid int) (Memory, error) {
 	if m.LimitBytes == nil {
 		return m, nil
 	}
-	m.LimitCgroup = "/" + strings.TrimPrefix(strings.TrimPrefix(limitDir, hier.mount), "/")
+	m.LimitCgroup = cgroupName(hier.mount, limitDir)
 	stats, err := readStat(filepath.Join(limitDir, "memory.stat"))
 	if err != nil {
 		return m, err
@@ -131,7 +153,7 @@ func (h Host) memoryHierarchy(cgroups map[string]string) (memoryHierarchy, strin
 		if _, err := os.Stat(mount); err != nil {
 			mount = filepath.Join(h.CgroupRoot, "memory")
 		}
-		return memoryHierarchy{1, mount, "memory.limit_in_bytes", []string{"total_rss", "total_shmem"}}, path, nil
+		return memoryHierarchy{1, mount, "memory.limit_in_bytes", "", []string{"total_rss", "total_shmem"}}, path, nil
 	}
 	path, ok := cgroups[""]
 	if !ok {
@@ -148,9 +170,34 @@ func (h Host) memoryHierarchy(cgroups map[string]string) (memoryHierarchy, strin
 		if !slices.Contains(strings.Fields(string(controllers)), "memory") {
 			return memoryHierarchy{}, path, nil // v2 without its memory controller
 		}
-		return memoryHierarchy{2, mount, "memory.max", []string{"anon", "shmem"}}, path, nil
+		return memoryHierarchy{2, mount, "memory.max", "memory.oom.group", []string{"anon", "shmem"}}, path, nil
 	}
 	return memoryHierarchy{}, path, fmt.Errorf("no cgroup v2 hierarchy at %s or %s/unified", h.CgroupRoot, h.CgroupRoot)
+}
+
+// cgroupName is a cgroup directory as /proc/<pid>/cgroup names it.
+func cgroupName(mount, dir string) string {
+	return "/" + strings.TrimPrefix(strings.TrimPrefix(dir, mount), "/")
+}
+
+// readOOMGroup reads memory.oom.group: "1" set, "0" not. Missing (the
+// root cgroup, a level without the memory controller) is not set.
+func readOOMGroup(path string) (bool, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading memory.oom.group: %w", err)
+	}
+	switch s := strings.TrimSpace(string(data)); s {
+	case "0":
+		return false, nil
+	case "1":
+		return true, nil
+	default:
+		return false, fmt.Errorf("memory.oom.group %q in %s", s, path)
+	}
 }
 
 // unlimitedV1 is where v1's "no limit" starts: PAGE_COUNTER_MAX pages in

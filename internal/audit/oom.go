@@ -191,3 +191,36 @@ func canTraceOthers() bool {
 	}
 	return false
 }
+
+// OOMGroupFix is the advice when a group OOM kill would take the postmaster.
+const OOMGroupFix = "on Kubernetes 1.32+, singleProcessOOMKill: true in the kubelet configuration makes the OOM killer end one process " +
+	"(usually a backend: a crash-restart, not an outage); else a group kill spares only processes at oom_score_adj -1000, which the postmaster " +
+	"gets from the runtime (docker run --oom-score-adj=-1000) or, with CAP_SYS_RESOURCE added to the container, from its entrypoint " +
+	"(choom -n -1000 -p $$ before exec postgres), never from Kubernetes' QoS classes (-997 at best); and size the memory limit with headroom; see docs/oom.md"
+
+// oomGroupFinding judges memory.oom.group (cgroup v2). Set, the OOM killer
+// kills every process of the cgroup but those at -1000: a backend's
+// allocation at the limit takes the postmaster too, and PostgreSQL goes down
+// with the container instead of crash-restarting; the postmaster's
+// oom_score_adj, unless -1000, protects nothing then. Levels: set and the
+// postmaster not at -1000, Warn (a protection that does not work); set and
+// at -1000, OK (the server processes die, the postmaster restarts them); not
+// set, OK.
+func oomGroupFinding(pm *Postmaster) Finding {
+	m := pm.Memory
+	f := Finding{Check: CheckOOMGroup, Level: OK}
+	switch {
+	case !*m.OOMGroup:
+		f.Message = fmt.Sprintf("memory.oom.group is 0 on its cgroup %s and its ancestors: the OOM killer ends one process, not the whole container", m.Cgroup)
+	case pm.OOMScoreAdj == unkillable:
+		f.Message = fmt.Sprintf("memory.oom.group is 1 on cgroup %s: an OOM kill there kills every process of it but the postmaster, "+
+			"which is at oom_score_adj -1000: every server process dies and PostgreSQL crash-restarts", m.OOMGroupCgroup)
+	default:
+		f.Level, f.Fix = Warn, OOMGroupFix
+		f.Message = fmt.Sprintf("memory.oom.group is 1 on cgroup %s (Kubernetes 1.28+ sets it on every container on cgroup v2): "+
+			"an OOM kill there kills every process of it, the postmaster too (its oom_score_adj %d spares it only from being chosen; "+
+			"a group kill spares only -1000): PostgreSQL does not crash-restart, it goes down with the container, which its restart policy "+
+			"starts again with crash recovery", m.OOMGroupCgroup, pm.OOMScoreAdj)
+	}
+	return f
+}

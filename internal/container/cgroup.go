@@ -10,6 +10,7 @@ package container
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -168,4 +169,19 @@ func podUID(el string) (string, bool) {
 // (init.scope) is recognised.
 func FromNames(name, parent string) Ref {
 	return FromPath(parent + "/" + name)
+}
+
+// FromCgroups finds the container of a process from its /proc/<pid>/cgroup
+// lines (procfs.ParseCgroups: controllers -> path): the v2 hierarchy's
+// path, else the v1 memory controller's, as the kernel side reads it.
+func FromCgroups(cgroups map[string]string) Ref {
+	if ref := FromPath(cgroups[""]); !ref.IsZero() {
+		return ref
+	}
+	for controllers, path := range cgroups {
+		if slices.Contains(strings.Split(controllers, ","), "memory") {
+			return FromPath(path)
+		}
+	}
+	return Ref{}
 }

@@ -121,3 +121,49 @@ func readDockerConfig(file string) dockerEntry {
 	}
 	return e
 }
+
+// IDsNamed lists the containers whose config.v2.json names them name
+// (with or without Docker's leading /): what `docker inspect NAME` finds.
+// It reads every config under the root, so it is for a person's lookup
+// (check --container NAME), not for each record.
+func (d *DockerNamer) IDsNamed(name string) []string {
+	if d == nil || name == "" {
+		return nil
+	}
+	name = strings.TrimPrefix(name, "/")
+	entries, err := os.ReadDir(d.root)
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, en := range entries {
+		if !bareID.MatchString(en.Name()) {
+			continue
+		}
+		if d.Names(Ref{ID: en.Name()}).Container == name {
+			ids = append(ids, en.Name())
+		}
+	}
+	return ids
+}
+
+// nameLister finds containers by name.
+type nameLister interface {
+	IDsNamed(name string) []string
+}
+
+// IDsNamed asks every namer that can list containers by name (Docker's
+// config files) which containers are called name.
+func IDsNamed(n Namer, name string) []string {
+	sources := []Namer{n}
+	if c, ok := n.(chain); ok {
+		sources = c
+	}
+	var ids []string
+	for _, s := range sources {
+		if l, ok := s.(nameLister); ok {
+			ids = append(ids, l.IDsNamed(name)...)
+		}
+	}
+	return ids
+}

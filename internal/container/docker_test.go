@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,3 +175,36 @@ func TestChain(t *testing.T) {
 type namerFunc func(Ref) Names
 
 func (f namerFunc) Names(r Ref) Names { return f(r) }
+
+func TestIDsNamed(t *testing.T) {
+	root := t.TempDir()
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	for id, name := range map[string]string{a: "/db", b: "/web"} {
+		if err := os.MkdirAll(filepath.Join(root, id), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, id, "config.v2.json"), []byte(`{"Name":"`+name+`"}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := NewDockerNamer(root)
+	if got := IDsNamed(Chain(d), "db"); len(got) != 1 || got[0] != a {
+		t.Errorf("IDsNamed(db) = %v", got)
+	}
+	if got := d.IDsNamed("/web"); len(got) != 1 || got[0] != b {
+		t.Errorf("IDsNamed(/web) = %v", got)
+	}
+	if got := IDsNamed(Chain(d), "nope"); len(got) != 0 {
+		t.Errorf("IDsNamed(nope) = %v", got)
+	}
+}
+
+func TestFromCgroups(t *testing.T) {
+	id := strings.Repeat("c", 64)
+	if ref := FromCgroups(map[string]string{"": "/", "memory": "/docker/" + id}); ref.ID != id || ref.Runtime != RuntimeDocker {
+		t.Errorf("v1 memory path: %+v", ref)
+	}
+	if ref := FromCgroups(map[string]string{"": "/system.slice/docker-" + id + ".scope"}); ref.ID != id {
+		t.Errorf("v2 path: %+v", ref)
+	}
+}
