@@ -54,8 +54,9 @@ soak: ## A 10-minute soak against real PostgreSQL: churn, an incident every 30 s
 
 ROUNDS ?= 1000
 SEED   ?=
-oracle: ## Differential oracle: ROUNDS seeded incidents, PostgreSQL's own log the judge (SEED=s replays; random and printed when empty; as root).
-	go run ./test/oracle -rounds $(ROUNDS) $(if $(SEED),-seed $(SEED))
+PG     ?= 15
+oracle: ## Differential oracle: ROUNDS seeded incidents on each PG major (PG=13,15,17,18: the host's 15 unshared, others in Docker), judged by PostgreSQL's log (SEED=s replays; as root).
+	go run ./test/oracle -pg $(PG) -rounds $(ROUNDS) $(if $(SEED),-seed $(SEED))
 
 FUZZTIME ?= 1m
 fuzz: ## Run every fuzz target for FUZZTIME (default 1m; the test suite runs 30000 inputs each).

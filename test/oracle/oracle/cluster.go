@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"syscall"
 	"time"
@@ -18,8 +21,8 @@ import (
 
 // Cluster is one running PostgreSQL server whose postmaster is PID 1 of a
 // PID namespace: what the families act on and the judge reads. The
-// namespace cluster (unshare) implements it; a Docker container or another
-// PostgreSQL version plugs in through a ClusterStarter.
+// namespace cluster (unshare, the host's PostgreSQL) and the Docker
+// cluster (a container of testenv's images, any major) implement it.
 type Cluster interface {
 	// Version is the server's major version.
 	Version() int
@@ -35,8 +38,11 @@ type Cluster interface {
 	// PGBin is the server binaries' directory, as seen inside.
 	PGBin() string
 	// Inside maps a host path under the scratch directory to the path the
-	// namespace sees; the namespace cluster shares the host's filesystem.
+	// namespace sees (both clusters see it at the same path).
 	Inside(hostPath string) string
+	// Owner is the uid and gid of the server's user, as the host numbers
+	// them: what a second postmaster's files must belong to.
+	Owner() (uid, gid int)
 	// Ready waits until the server accepts connections.
 	Ready(timeout time.Duration) error
 	// Log is the server log so far (stderr, default log_line_prefix).
@@ -51,10 +57,47 @@ type Cluster interface {
 // is a host directory the cluster must make visible inside (Inside).
 type ClusterStarter func(version int, scratch string) (Cluster, error)
 
-// Starters are the kinds of cluster the oracle can run against, by name.
-var Starters = map[string]ClusterStarter{
-	"namespace": startNamespaceCluster,
+// Kind is a way to run the server.
+type Kind struct {
+	Start ClusterStarter
+	// Template makes (once a run, before tracing starts) a data directory
+	// of that major, initdb'd by its own binaries and owned by its server
+	// user, that a second postmaster's round copies (cp -a); the host path
+	// must be visible inside. log receives progress.
+	Template func(version int, scratch string, log io.Writer) (string, error)
+	// Versions is the majors it can run.
+	Versions func() []int
 }
+
+// Kinds are the kinds of cluster the oracle can run against, by name
+// (-cluster). "auto" picks namespace for the host's PostgreSQL and docker
+// for the others (AutoKind).
+var Kinds = map[string]Kind{
+	"namespace": {Start: startNamespaceCluster, Template: namespaceTemplate, Versions: func() []int { return []int{HostMajor()} }},
+	"docker":    {Start: startDockerCluster, Template: dockerTemplate, Versions: dockerVersions},
+}
+
+// AutoKind is the kind a version runs on by default: the host's own
+// PostgreSQL in a PID namespace, any other in a Docker container.
+func AutoKind(version int) string {
+	if version == HostMajor() {
+		return "namespace"
+	}
+	return "docker"
+}
+
+// HostMajor is the major of the host's server binaries (testenv.PGBin,
+// /usr/lib/postgresql/N/bin), 0 if the path does not say.
+func HostMajor() int {
+	m := hostMajorRE.FindStringSubmatch(testenv.PGBin)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+var hostMajorRE = regexp.MustCompile(`/postgresql/(\d+)/bin/?$`)
 
 // namespaceCluster is testenv's cluster: unshare --pid --fork --mount-proc,
 // the postmaster as PID 1, the host's filesystem.
@@ -76,8 +119,8 @@ var settings = []string{
 }
 
 func startNamespaceCluster(version int, scratch string) (Cluster, error) {
-	if version != 15 {
-		return nil, fmt.Errorf("the namespace cluster runs PostgreSQL 15 (%s), not %d", testenv.PGBin, version)
+	if version != HostMajor() {
+		return nil, fmt.Errorf("the namespace cluster runs the host's PostgreSQL %d (%s), not %d: use -cluster docker", HostMajor(), testenv.PGBin, version)
 	}
 	c, err := testenv.NewCluster(testenv.ClusterOptions{Settings: settings})
 	if err != nil {
@@ -91,11 +134,33 @@ func startNamespaceCluster(version int, scratch string) (Cluster, error) {
 	return &namespaceCluster{Cluster: c, pidfd: fd}, nil
 }
 
-func (c *namespaceCluster) Version() int                  { return 15 }
+func (c *namespaceCluster) Version() int                  { return HostMajor() }
 func (c *namespaceCluster) PostmasterPID() int            { return c.Cluster.PostmasterPID }
 func (c *namespaceCluster) Psql() string                  { return c.PsqlArgs() }
 func (c *namespaceCluster) PGBin() string                 { return testenv.PGBin }
 func (c *namespaceCluster) Inside(hostPath string) string { return filepath.Clean(hostPath) }
+
+// Owner is the host's postgres user.
+func (c *namespaceCluster) Owner() (uid, gid int) {
+	uid, gid, _ = hostPostgres()
+	return uid, gid
+}
+
+func hostPostgres() (uid, gid int, err error) {
+	pg, err := user.Lookup("postgres")
+	if err != nil {
+		return 0, 0, fmt.Errorf("the postgres user (apt-get install postgresql): %w", err)
+	}
+	uid, _ = strconv.Atoi(pg.Uid)
+	gid, _ = strconv.Atoi(pg.Gid)
+	return uid, gid, nil
+}
+
+// namespaceTemplate is testenv's template data directory (outside the
+// scratch directory: the namespace shares the host's filesystem).
+func namespaceTemplate(version int, scratch string, log io.Writer) (string, error) {
+	return testenv.TemplateDataDir()
+}
 
 // Exec is testenv's, in a process group of its own (see ownGroup).
 func (c *namespaceCluster) Exec(script string) (string, error) {

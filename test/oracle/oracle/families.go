@@ -371,7 +371,8 @@ func secondPostmaster(r *Round) error {
 	if out, err := exec.Command("cp", "-a", r.run.template, data).CombinedOutput(); err != nil {
 		return r.failf("copying the template data directory: %v: %s", err, out)
 	}
-	if out, err := exec.Command("chown", "-R", "postgres:postgres", r.dir).CombinedOutput(); err != nil {
+	uid, gid := r.cluster.Owner()
+	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", uid, gid), r.dir).CombinedOutput(); err != nil {
 		return r.failf("chown: %v: %s", err, out)
 	}
 	asPostgres := "setpriv --reuid=postgres --regid=postgres --clear-groups"

@@ -49,6 +49,12 @@ type FamilyStats struct {
 	HarnessErrors int
 }
 
+// CleanExitStats: lines are the exits 0 and 1 PostgreSQL logged; records
+// the adopted records that predict a line, or that a line matched.
+type CleanExitStats struct {
+	Lines, Records, Matched, WrongLog int
+}
+
 // Precision is matched records over records.
 func (s *FamilyStats) Precision() float64 { return ratio(s.Matched, s.Records) }
 
@@ -76,9 +82,14 @@ type Result struct {
 	// Unattributed are crash lines no round's process accounts for, matched
 	// or not: a process the harness did not record.
 	Unattributed []*CrashLine
-	Counters     Counters
-	TraceStderr  string
-	Elapsed      time.Duration
+	// CleanExits judges what PostgreSQL 18 also logs: an untracked
+	// child's exit 0 or 1 ("untracked child process (PID n) exited with
+	// exit code 0"), against the adopted records that predict a line
+	// (postgres_log). Up to 17 there is neither.
+	CleanExits  CleanExitStats
+	Counters    Counters
+	TraceStderr string
+	Elapsed     time.Duration
 }
 
 // Passed: 100% precision and recall, every predicted log line right, and
@@ -175,6 +186,7 @@ func judge(run *runner, rounds []*Round) *Result {
 				res.Unconfirmed = append(res.Unconfirmed, *rec)
 			}
 		}
+		res.judgeCleanExits(rounds, inst, others)
 		pairs := match(lines, mine)
 		matchedRec := map[*TraceRecord]*CrashLine{}
 		for _, l := range lines {
@@ -243,6 +255,54 @@ func judge(run *runner, rounds []*Round) *Result {
 	}
 	res.Stats = append(res.Stats, total)
 	return res
+}
+
+// judgeCleanExits matches the exits 0 and 1 an instance logged (18:
+// untracked children's) with its adopted records, as crash lines are
+// matched with crash-restart records: same ns pid and exit code, within
+// Tolerance. A line no record matches, or a record predicting a line that
+// was not logged, is orphanwatch's miss; so is a wrong postgres_log.
+func (res *Result) judgeCleanExits(rounds []*Round, inst *Instance, records []*TraceRecord) {
+	var lines []*CrashLine
+	for _, e := range testenv.ChildExits(testenv.ParseLog(inst.Log)) {
+		if !e.Crash() && e.Subject == "untracked child process" {
+			lines = append(lines, &CrashLine{ChildExit: e, Instance: inst.Index})
+		}
+	}
+	var adopted []*TraceRecord
+	for _, r := range records {
+		if r.Verdict == "adopted" {
+			adopted = append(adopted, r)
+		}
+	}
+	pairs := match(lines, adopted)
+	matched := map[*TraceRecord]bool{}
+	s := &res.CleanExits
+	for _, l := range lines {
+		s.Lines++
+		rec := pairs[l]
+		round := attribute(rounds, inst.Index, l.NSPid, 0, l.Time)
+		if rec == nil {
+			res.Mismatches = append(res.Mismatches, Mismatch{Kind: "unmatched clean-exit line", Line: l, Round: round, Instance: inst.Index,
+				Nearby: nearby(records, l.NSPid, l.Time)})
+			continue
+		}
+		matched[rec] = true
+		s.Records++
+		s.Matched++
+		if rec.PostgresLog != l.Message {
+			s.WrongLog++
+			res.Mismatches = append(res.Mismatches, Mismatch{Kind: "wrong postgres_log", Line: l, Record: rec, Round: round, Instance: inst.Index})
+		}
+	}
+	for _, rec := range adopted {
+		if matched[rec] || rec.PostgresLog == "" {
+			continue
+		}
+		s.Records++
+		res.Mismatches = append(res.Mismatches, Mismatch{Kind: "adopted record predicting a line not logged", Record: rec,
+			Round: attribute(rounds, inst.Index, rec.NSPid, rec.PID, rec.Time), Instance: inst.Index, Nearby: nearby(records, rec.NSPid, rec.Time)})
+	}
 }
 
 // match pairs crash lines with crash-restart records of the same

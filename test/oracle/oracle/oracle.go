@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,7 +33,7 @@ type Config struct {
 	From     int      // the first round's index: rounds From..From+Rounds-1 run
 	Workers  int
 	PG       int    // PostgreSQL major version
-	Cluster  string // a key of Starters
+	Cluster  string // a key of Kinds; empty: AutoKind(PG)
 	Storms   bool
 	Verbose  bool
 	Out      io.Writer
@@ -67,7 +68,8 @@ type runner struct {
 	owRun    string // ow-run's host path
 	threads  string // owthreads' host path
 	template string // the data directory a second postmaster copies
-	storm    string
+	storm    string // static (older glibcs in the images), in scratch
+	kind     Kind
 	pidNS    uint64 // the current cluster's PID namespace
 	trace    *tracer
 
@@ -92,14 +94,18 @@ func Run(cfg Config) (*Result, error) {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
-	if cfg.Cluster == "" {
-		cfg.Cluster = "namespace"
+	if cfg.Cluster == "" || cfg.Cluster == "auto" {
+		cfg.Cluster = AutoKind(cfg.PG)
 	}
-	start := Starters[cfg.Cluster]
-	if start == nil {
+	kind, ok := Kinds[cfg.Cluster]
+	if !ok {
 		return nil, fmt.Errorf("no cluster kind %q", cfg.Cluster)
 	}
-	run := &runner{cfg: cfg}
+	if !slices.Contains(kind.Versions(), cfg.PG) {
+		return nil, fmt.Errorf("the %s cluster runs PostgreSQL %v, not %d", cfg.Cluster, kind.Versions(), cfg.PG)
+	}
+	start := kind.Start
+	run := &runner{cfg: cfg, kind: kind}
 	for _, name := range cfg.Families {
 		f := FamilyNamed(name)
 		if f == nil {
@@ -162,22 +168,20 @@ func Run(cfg Config) (*Result, error) {
 }
 
 // prepare builds what the rounds need in a scratch directory the
-// namespace can read.
+// namespace can read. The programs run inside are linked statically: a
+// container's glibc may be older than the host's.
 func (run *runner) prepare() error {
 	var err error
-	if run.storm, err = testenv.BuildStorm(); err != nil {
-		return err
-	}
 	if _, err = testenv.BuildBinary(); err != nil {
-		return err
-	}
-	if run.template, err = testenv.TemplateDataDir(); err != nil {
 		return err
 	}
 	if run.scratch, err = os.MkdirTemp("", "orphanwatch-oracle-"); err != nil {
 		return err
 	}
 	if err := os.Chmod(run.scratch, 0o755); err != nil {
+		return err
+	}
+	if run.template, err = run.kind.Template(run.cfg.PG, run.scratch, prefixWriter{run}); err != nil {
 		return err
 	}
 	run.owRun = filepath.Join(run.scratch, "ow-run")
@@ -189,10 +193,22 @@ func (run *runner) prepare() error {
 	if err := os.WriteFile(src, threadsSource, 0o644); err != nil {
 		return err
 	}
-	if out, err := exec.Command("cc", "-O2", "-pthread", "-o", run.threads, src).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cc", "-O2", "-static", "-pthread", "-o", run.threads, src).CombinedOutput(); err != nil {
 		return fmt.Errorf("compiling owthreads: %v: %s", err, out)
 	}
+	run.storm = filepath.Join(run.scratch, "storm")
+	if out, err := exec.Command("cc", "-O2", "-static", "-o", run.storm, filepath.Join(testenv.ModuleRoot(), "bench", "storm", "storm.c")).CombinedOutput(); err != nil {
+		return fmt.Errorf("compiling the storm driver: %v: %s", err, out)
+	}
 	return nil
+}
+
+// prefixWriter sends a kind's progress (an image build) to the run's log.
+type prefixWriter struct{ run *runner }
+
+func (w prefixWriter) Write(p []byte) (int, error) {
+	w.run.logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 func mustBinary() string {

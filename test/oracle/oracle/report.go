@@ -11,14 +11,14 @@ import (
 
 // replay is the command that runs round i alone.
 func replay(cfg Config, i int) string {
-	return fmt.Sprintf("go run ./test/oracle -seed %d -round %d%s", cfg.Seed, i, familiesFlag(cfg))
+	return fmt.Sprintf("go run ./test/oracle -pg %d%s -seed %d -round %d%s", cfg.PG, clusterFlag(cfg), cfg.Seed, i, familiesFlag(cfg))
 }
 
 // replayAround runs round i with the rounds that ran beside it, on as many
 // workers: a miss that needs a concurrent reset may need them.
 func replayAround(cfg Config, i int) string {
 	from := max(0, i-cfg.Workers)
-	return fmt.Sprintf("go run ./test/oracle -seed %d -from %d -rounds %d -workers %d%s", cfg.Seed, from, i-from+cfg.Workers+1, cfg.Workers, familiesFlag(cfg))
+	return fmt.Sprintf("go run ./test/oracle -pg %d%s -seed %d -from %d -rounds %d -workers %d%s", cfg.PG, clusterFlag(cfg), cfg.Seed, from, i-from+cfg.Workers+1, cfg.Workers, familiesFlag(cfg))
 }
 
 func familiesFlag(cfg Config) string {
@@ -26,6 +26,14 @@ func familiesFlag(cfg Config) string {
 		return ""
 	}
 	return " -families " + strings.Join(cfg.Families, ",")
+}
+
+// clusterFlag names the kind of cluster when it is not the version's default.
+func clusterFlag(cfg Config) string {
+	if cfg.Cluster == "" || cfg.Cluster == AutoKind(cfg.PG) {
+		return ""
+	}
+	return " -cluster " + cfg.Cluster
 }
 
 // Print writes the table, every mismatch with its context, orphanwatch's
@@ -45,6 +53,10 @@ func (res *Result) Print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\n(meant to crash: rounds that did something PostgreSQL logs as a crash; masked: of those, rounds with no crash line, the server being already in another round's reset)")
+	if c := res.CleanExits; c.Lines > 0 || c.Records > 0 {
+		fmt.Fprintf(w, "\nexits 0 and 1 of untracked children PostgreSQL logged (18+): %d lines, %d adopted records predicting one, %d matched, precision %s, recall %s, %d wrong log\n",
+			c.Lines, c.Records, c.Matched, percent(c.Matched, c.Records), percent(c.Matched, c.Lines), c.WrongLog)
+	}
 
 	for i, m := range res.Mismatches {
 		fmt.Fprintf(w, "\nMISMATCH %d: %s\n", i+1, m.Kind)
@@ -139,4 +151,36 @@ func shortRecord(r *TraceRecord) string {
 		s += fmt.Sprintf(" (%q)", r.PostgresLog)
 	}
 	return s
+}
+
+// PrintMatrix writes one row per PostgreSQL version run: the same seed's
+// rounds judged by each version's own log.
+func PrintMatrix(w io.Writer, results []*Result) {
+	fmt.Fprintf(w, "\nversion matrix:\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "PostgreSQL\tcluster\trounds\tmeant to crash\tmasked\tcrash lines\trecords\tmatched\tprecision\trecall\twrong log\texit 0/1 lines\tmatched\tharness errors\tlost events\ttime\tverdict\t")
+	for _, res := range results {
+		t, c := res.Stats[len(res.Stats)-1], res.CleanExits
+		verdict := map[int]string{0: "PASS", 1: "FAIL", 2: "HARNESS/INCONCLUSIVE"}[res.ExitCode()]
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", res.Config.PG, res.Config.Cluster, t.Rounds, t.ExpectCrash, t.Silent,
+			t.Lines, t.Records, t.Matched, percent(t.Matched, t.Records), percent(t.Matched, t.Lines), t.WrongLog+c.WrongLog, c.Lines, c.Matched,
+			len(res.HarnessErrors), res.Counters.Lost, res.Elapsed.Round(time.Second), verdict)
+	}
+	tw.Flush()
+}
+
+// ExitCode is a multi-version run's: 1 when orphanwatch disagreed with any
+// version's PostgreSQL, else 2 when any run failed its harness or proved
+// nothing, else 0.
+func ExitCode(results []*Result) int {
+	code := 0
+	for _, res := range results {
+		switch c := res.ExitCode(); {
+		case c == 1:
+			return 1
+		case c > code:
+			code = c
+		}
+	}
+	return code
 }
