@@ -110,16 +110,22 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-/* Executing a new program: remember the program and the start of its argv
- * (the environment that follows argv is never read). Starts of postgres
- * binaries go to user space, which decides whether it is a postmaster. */
+/* Executing a new program: where births matter (in a watched postmaster's
+ * namespace, or everywhere with stream_all), remember the program and the
+ * start of its argv (the environment that follows argv is never read), for
+ * the command line of whatever dies later. Starts of postgres binaries go to
+ * user space, which decides whether it is a postmaster. This program stays
+ * attached when nothing is watched: for any other exec it costs a compare. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
+	bool server = comm_is_server(task->comm);
+	bool keep = births_matter(task);
+	if (!server && !keep)
+		return 0;
+
 	/* After exec the task leads its group (de_thread keeps the leader's start). */
 	struct proc_key key = { .tgid = task->tgid, .start_ns = task->start_boottime };
-	/* Exec is rare and costly next to a map update: every process's exec
-	 * record is kept, for the command line of whatever dies later. */
 	struct exec_record x = {};
 	bpf_probe_read_kernel_str(&x.exe, sizeof(x.exe), bprm->filename);
 	/* The new mm is installed; its argv is [arg_start, arg_end). */
@@ -132,9 +138,9 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 		if (bpf_probe_read_user(&x.args, len, (void *)start) == 0)
 			x.args_len = len;
 	}
-	bpf_map_update_elem(&execs, &key, &x, BPF_ANY);
-
-	if (!comm_is_server(task->comm)) /* cheap enough for every exec */
+	if (keep)
+		bpf_map_update_elem(&execs, &key, &x, BPF_ANY);
+	if (!server)
 		return 0;
 
 	struct event *e = reserve_event(EVENT_EXEC);
@@ -144,6 +150,9 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	read_task_ref(task->real_parent, &e->parent);
 	read_cgroup(task, e);
 	read_history(&key, bpf_map_lookup_elem(&births, &key), e);
+	e->birth.exec = x;
+	e->birth.fork.flags |= BIRTH_EXECED;
+	e->flags |= EVENT_HAS_BIRTH;
 	submit_event(e);
 	return 0;
 }
@@ -356,6 +365,21 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 	count(COUNTER_EXITS);
 
 	struct proc_key key = { .tgid = task->tgid, .start_ns = task->group_leader->start_boottime };
+	/* The wait(2) status: see exit_status_of. */
+	struct signal_struct *sig = task->signal;
+	__u32 status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code : task->exit_code;
+
+	/* A host process (no birth record, never adopted by a postmaster: only
+	 * a namespace's PID 1 can adopt, and a postmaster is never a
+	 * subreaper) matters only as a postmaster, or as a postmaster's child:
+	 * two comms tell, before anything else is read. */
+	if (!stream_all && task->thread_pid->level == 0 && !comm_is_server(task->real_parent->group_leader->comm) &&
+	    !comm_is_server(task->group_leader->comm)) {
+		if (status & 0x7f)
+			bpf_map_delete_elem(&signals, &key); /* see below */
+		return 0;
+	}
+
 	struct birth_record *birth = 0;
 	bool recorded = births_matter(task);
 	if (recorded) {
@@ -363,10 +387,6 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 		if (!birth && key.start_ns > attached_at_ns)
 			count(COUNTER_BIRTHS_EVICTED);
 	}
-
-	/* The wait(2) status: see exit_status_of. */
-	struct signal_struct *sig = task->signal;
-	__u32 status = (sig->flags & SIGNAL_GROUP_EXIT) ? sig->group_exit_code : task->exit_code;
 	struct task_struct *father = task->real_parent;
 	struct task_struct *parent = father;
 	__u32 event_flags = 0;

@@ -65,8 +65,6 @@ static __always_inline bool shutdown_signal(int sig)
  * for everyone else. */
 static __always_inline int notice_zombie(__u64 info_addr, struct task_struct *parent)
 {
-	if (!comm_is_server(parent->comm))
-		return 0;
 	struct watch *w = watch_of(parent->tgid, parent->group_leader->start_boottime);
 	if (!w || !info_addr)
 		return 0;
@@ -112,9 +110,14 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	 * 1 (SEND_SIG_PRIV). The verifier takes a tp_btf pointer argument for
 	 * non-NULL and would drop the NULL branch: compare its value as a number. */
 	__u64 info_addr = 0;
-	bpf_probe_read_kernel(&info_addr, sizeof(info_addr), &ctx[1]);
-	if (sig == SIGCHLD)
+	if (sig == SIGCHLD) {
+		/* Every exit's: one compare of the parent's comm for most. */
+		if (!comm_is_server(task->comm))
+			return 0;
+		bpf_probe_read_kernel(&info_addr, sizeof(info_addr), &ctx[1]);
 		return notice_zombie(info_addr > (__u64)SEND_SIG_PRIV ? info_addr : 0, task);
+	}
+	bpf_probe_read_kernel(&info_addr, sizeof(info_addr), &ctx[1]);
 	/* A signal that is not queued must not overwrite the sender of the one
 	 * that is. */
 	if (!terminates_by_default(sig) || result == TRACE_SIGNAL_IGNORED ||

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -164,11 +163,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	metrics.Attach(exporter.Sources{Kernel: pl.Probe, Table: pl.Table, Agent: pl.Agent})
-	hooks := make([]string, 0, len(pl.Probe.Attached()))
-	for _, a := range pl.Probe.Attached() {
-		hooks = append(hooks, a.Hook)
-	}
-	log.Info("attached", "version", version.String(), "hooks", strings.Join(hooks, ","))
+	log.Info("attached", "version", version.String(), "programs", pl.Probe.AttachSummary())
 	for _, why := range pl.Probe.Unavailable() {
 		log.Warn(why)
 	}
@@ -181,7 +176,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	log.Info("postmasters running", "count", len(pl.Postmasters), "pid1", pid1)
-	srv.Ready("attached " + strings.Join(hooks, ", "))
+	srv.Ready(pl.Probe.AttachSummary())
 
 	runErr := pl.Run(ctx)
 	shutdown()

@@ -179,11 +179,7 @@ func (f *recordFilter) Write(r *report.Record) error {
 }
 
 func printHeader(w io.Writer, p *probe.Probe, postmasters []*lineage.Postmaster) {
-	hooks := make([]string, 0, len(p.Attached()))
-	for _, a := range p.Attached() {
-		hooks = append(hooks, a.Hook)
-	}
-	fmt.Fprintf(w, "orphanwatch %s: attached to %s\n", version.String(), strings.Join(hooks, ", "))
+	fmt.Fprintf(w, "orphanwatch %s: %s\n", version.String(), p.AttachSummary())
 	for _, why := range p.Unavailable() {
 		fmt.Fprintf(w, "orphanwatch: warning: %s\n", why)
 	}

@@ -291,6 +291,7 @@ func (a *Agent) onExec(ev *event.Event) {
 	}
 	pm.ExecAt = ev.Time
 	a.watch(pm)
+	a.cfg.Table.LearnChildren(pm)
 	d := verdict.OnPostmasterStart(pm.NSPid)
 	if d.Flagged || a.cfg.All {
 		a.report(ev, report.Facts{Decision: d, Postmaster: pm})

@@ -27,7 +27,8 @@ import (
 type Kernel interface {
 	Counters() (probe.Counters, error)
 	Malformed() uint64
-	Attached() []probe.Attachment
+	Programs() []probe.Attachment
+	Switches() uint64
 }
 
 // Sources are read at scrape time once the probe is loaded.
@@ -73,6 +74,7 @@ type Exporter struct {
 	birthsEvicted     *prometheus.Desc
 	childrenTruncated *prometheus.Desc
 	programs          *prometheus.Desc
+	switches          *prometheus.Desc
 }
 
 // New makes an exporter. Until Attach, it exposes only what records it has
@@ -132,16 +134,23 @@ func New(cfg Config) *Exporter {
 		eventsMalformed: desc("orphanwatch_events_malformed_total",
 			"Ring-buffer records that could not be decoded and were skipped."),
 		forks: desc("orphanwatch_kernel_forks_total",
-			"Processes forked on the host since the programs were attached."),
+			"Processes forked on the host while the fork program was attached (always with --all; otherwise "+
+				"only while a postmaster is watched: see orphanwatch_programs_attached)."),
 		exits: desc("orphanwatch_kernel_exits_total",
-			"Processes exited on the host since the programs were attached."),
+			"Processes exited on the host while the exit program was attached (always with --all; otherwise "+
+				"only while a postmaster is watched)."),
 		birthsEvicted: desc("orphanwatch_birth_records_evicted_total",
 			"Exits whose birth record the kernel had evicted (more live processes than --max-processes): their "+
 				"origin is judged from /proc instead."),
 		childrenTruncated: desc("orphanwatch_children_truncated_total",
 			"Dying parents with more children than --max-children: the orphans past that were not reported."),
-		programs: desc("orphanwatch_program_info",
-			"BPF programs attached, by program and kernel hook; always 1.", "program", "hook"),
+		programs: desc("orphanwatch_programs_attached",
+			"Whether each BPF program is attached now (1) or loaded and detached (0), by program and kernel hook: "+
+				"all but the exec program attach only while a postmaster is watched on the node, unless --all.",
+			"program", "hook"),
+		switches: desc("orphanwatch_program_switches_total",
+			"Times the programs that matter only to a postmaster were attached or detached, as the first "+
+				"postmaster on the node appeared or the last one went."),
 	}
 }
 
@@ -157,7 +166,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		e.postmasters, e.postmastersPID1, e.adoptedProcesses, e.trackedProcesses, e.trackedEvicted,
 		e.events, e.recordsByVerdict, e.mispredicted, e.recordWriteErrors, e.rediscovered, e.reapsMissed,
-		e.eventsLost, e.eventsMalformed, e.forks, e.exits, e.birthsEvicted, e.childrenTruncated, e.programs,
+		e.eventsLost, e.eventsMalformed, e.forks, e.exits, e.birthsEvicted, e.childrenTruncated, e.programs, e.switches,
 	} {
 		ch <- d
 	}
@@ -201,9 +210,10 @@ func (e *Exporter) collectKernel(ch chan<- prometheus.Metric, k Kernel) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(e.eventsMalformed, prometheus.CounterValue, float64(k.Malformed()))
-	for _, a := range k.Attached() {
-		ch <- prometheus.MustNewConstMetric(e.programs, prometheus.GaugeValue, 1, a.Program, a.Hook)
+	for _, a := range k.Programs() {
+		ch <- prometheus.MustNewConstMetric(e.programs, prometheus.GaugeValue, boolValue(a.Attached), a.Program, a.Hook)
 	}
+	ch <- prometheus.MustNewConstMetric(e.switches, prometheus.CounterValue, float64(k.Switches()))
 }
 
 // where is a container label set, as a map key.

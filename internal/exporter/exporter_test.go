@@ -35,9 +35,10 @@ type kernelStub struct{ counters probe.Counters }
 
 func (k kernelStub) Counters() (probe.Counters, error) { return k.counters, nil }
 func (k kernelStub) Malformed() uint64                 { return 2 }
-func (k kernelStub) Attached() []probe.Attachment {
-	return []probe.Attachment{{Program: "handle_exit", Hook: "tp_btf/sched_process_exit"}}
+func (k kernelStub) Programs() []probe.Attachment {
+	return []probe.Attachment{{Program: "handle_exit", Hook: "tp_btf/sched_process_exit", OnDemand: true, Attached: true}}
 }
+func (k kernelStub) Switches() uint64 { return 1 }
 
 // watchList is the agent's view of the kernel's watched-postmaster map.
 type watchList struct{}

@@ -365,29 +365,48 @@ func (t *Table) Seed() ([]*Postmaster, error) {
 		return nil, err
 	}
 	for pid, st := range stats {
-		pm := t.Postmaster(event.ProcessKey{PID: uint32(st.PPID), StartTicks: stats[st.PPID].StartTicks})
-		if pm == nil {
-			continue
+		if pm := t.Postmaster(event.ProcessKey{PID: uint32(st.PPID), StartTicks: stats[st.PPID].StartTicks}); pm != nil {
+			t.learnChild(pm, pid, st)
 		}
-		p := &Process{Key: event.ProcessKey{PID: uint32(pid), StartTicks: st.StartTicks}, PPID: pm.Key.PID, Comm: st.Comm}
-		if p.Exe, err = t.fs.Exe(pid); err != nil {
-			continue // gone, or unreadable: its origin stays unknown
-		}
-		// Backends are forked from the postmaster without exec: same binary.
-		if p.Exe == pm.Exe {
-			p.Origin = verdict.OriginForked
-		} else {
-			p.Origin = verdict.OriginAdopted
-			p.Argv, _ = t.fs.Cmdline(pid)
-			if status, err := t.fs.ReadStatus(pid); err == nil {
-				p.NSPid = uint32(status.NSPid())
-			}
-		}
-		t.mu.Lock()
-		t.put(p)
-		t.mu.Unlock()
 	}
 	return found, nil
+}
+
+// LearnChildren learns from /proc the children a postmaster has as it is
+// found starting: helpers its entrypoint started before it exec'd the
+// server, which it inherits without forking them.
+func (t *Table) LearnChildren(pm *Postmaster) {
+	pids, err := t.fs.Children(int(pm.Key.PID))
+	if err != nil {
+		return
+	}
+	for _, pid := range pids {
+		if st, err := t.fs.ReadStat(pid); err == nil {
+			t.learnChild(pm, pid, st)
+		}
+	}
+}
+
+// learnChild adds a child of a postmaster known only from /proc: a server
+// process it forked (same binary, no exec), or one it did not fork.
+func (t *Table) learnChild(pm *Postmaster, pid int, st procfs.Stat) {
+	p := &Process{Key: event.ProcessKey{PID: uint32(pid), StartTicks: st.StartTicks}, PPID: pm.Key.PID, Comm: st.Comm}
+	var err error
+	if p.Exe, err = t.fs.Exe(pid); err != nil {
+		return // gone, or unreadable: its origin stays unknown
+	}
+	if p.Exe == pm.Exe {
+		p.Origin = verdict.OriginForked
+	} else {
+		p.Origin = verdict.OriginAdopted
+		p.Argv, _ = t.fs.Cmdline(pid)
+		if status, err := t.fs.ReadStatus(pid); err == nil {
+			p.NSPid = uint32(status.NSPid())
+		}
+	}
+	t.mu.Lock()
+	t.put(p)
+	t.mu.Unlock()
 }
 
 // Discover finds postmasters running now that the table does not know: a

@@ -56,6 +56,26 @@ func TestSeedFindsPostmastersServersAndOrphans(t *testing.T) {
 	}
 }
 
+// A postmaster found as it starts inherits the helpers its entrypoint
+// started: they are learned with their command lines, as not forked by it.
+func TestLearnChildrenOfAStartingPostmaster(t *testing.T) {
+	f := containerProc(t)
+	f.Add(procfstest.Proc{PID: 103, PPID: 100, Comm: "sh", Start: 15, Exe: "/usr/bin/dash", Argv: []string{"sh", "-c", "sleep 8; kill -TERM $$"}, NSpid: []int{103, 7}})
+	table := New(f.FS(), 100)
+	pm, err := table.AddPostmaster(100, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table.LearnChildren(pm)
+	helper := table.Lookup(event.ProcessKey{PID: 103, StartTicks: 15})
+	if helper == nil || helper.Origin != verdict.OriginAdopted || helper.NSPid != 7 || len(helper.Argv) != 3 {
+		t.Errorf("entrypoint helper = %+v, want it known, not forked, with its command", helper)
+	}
+	if backend := table.Lookup(event.ProcessKey{PID: 101, StartTicks: 21}); backend == nil || backend.Origin != verdict.OriginForked {
+		t.Errorf("backend = %+v, want a forked server process", backend)
+	}
+}
+
 func TestPIDReuseNeverMixesProcesses(t *testing.T) {
 	f := containerProc(t)
 	table := New(f.FS(), 100)

@@ -69,7 +69,6 @@ func (c *collector) reapOrder(init int) []uint32 {
 	return out
 }
 
-
 // deathsOf counts the events that report pid's death: its exit, or its
 // handing over dead.
 func (c *collector) deathsOf(pid int) []event.Event {

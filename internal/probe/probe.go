@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -33,6 +35,9 @@ type Config struct {
 	RingBufferBytes uint32 // ring buffer size: a power of two, at least a page
 	MaxChildren     uint32 // orphans reported per exiting thread, at most MaxChildrenBound
 	KernelBTF       string // BTF file for this kernel; default /sys/kernel/btf/vmlinux
+	// AttachAll keeps every program attached, as StreamAll does, instead of
+	// attaching those that only matter to a postmaster while one is watched.
+	AttachAll bool
 	// ExitLive loads the exit program kernels before 6.16 need
 	// (handle_exit_live) whatever this kernel offers: tests run it here.
 	ExitLive bool
@@ -87,10 +92,21 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Attachment is one program attached to one kernel hook.
+// Attachment is one program and its kernel hook.
 type Attachment struct {
 	Program string // BPF program name, as bpftool lists it
 	Hook    string // e.g. tp_btf/sched_process_exit
+	// OnDemand: attached only while a postmaster is watched (and always
+	// with StreamAll or AttachAll); the others stay attached.
+	OnDemand bool
+	Attached bool // now
+}
+
+// hook is a loaded program, attached or not.
+type hook struct {
+	Attachment
+	prog *ebpf.Program
+	link link.Link
 }
 
 // lifecycleLoaded is the lifecycle object as loaded: one exit program, the
@@ -113,14 +129,18 @@ type Probe struct {
 	lifecycle   lifecycleLoaded
 	signals     signalsObjects
 	oom         oomObjects
-	links       []link.Link
-	attached    []Attachment
+	hooks       []*hook
 	unavailable []string // what this kernel cannot trace, one sentence each
-	reader      *ringbuf.Reader
-	clock       Clock
-	pageSize    uint64
-	batched     bool          // the kernel batches wakeups (StreamAll): poll for stragglers
-	malformed   atomic.Uint64 // records that could not be decoded
+	// onDemand: the hooks marked so attach while watched is not empty.
+	onDemand  bool
+	mu        sync.Mutex          // guards hooks' links, watched and switches
+	watched   map[uint32]struct{} // postmasters the kernel is told about, by pid
+	switches  uint64              // times the on-demand hooks were attached or detached
+	reader    *ringbuf.Reader
+	clock     Clock
+	pageSize  uint64
+	batched   bool          // the kernel batches wakeups (StreamAll): poll for stragglers
+	malformed atomic.Uint64 // records that could not be decoded
 }
 
 // Load checks the kernel, loads the programs and attaches them. On error
@@ -130,7 +150,8 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	p := &Probe{pageSize: uint64(os.Getpagesize()), batched: cfg.StreamAll}
+	p := &Probe{pageSize: uint64(os.Getpagesize()), batched: cfg.StreamAll,
+		onDemand: !cfg.StreamAll && !cfg.AttachAll, watched: make(map[uint32]struct{})}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -188,18 +209,16 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err := loadRefusing(signals, &p.signals, opts, cfg.Refuse); err != nil {
 		return nil, classify("loading the signal programs", err)
 	}
-	type hook struct {
-		prog *ebpf.Program
-		name string
-		hook string
-	}
-	hooks := []hook{
-		{p.lifecycle.HandleFork, "handle_fork", "tp_btf/sched_process_fork"},
-		{p.lifecycle.HandleExec, "handle_exec", "tp_btf/sched_process_exec"},
-		{p.lifecycle.HandleExit, exitProg, "tp_btf/sched_process_exit"},
-		{p.lifecycle.HandleWait, "handle_wait", "tp_btf/sched_process_wait"},
-		{p.signals.HandleSignalGenerate, "handle_signal_generate", "tp_btf/signal_generate"},
-		{p.signals.HandleSignalDeliver, "handle_signal_deliver", "tp_btf/signal_deliver"},
+	// Only the exec program is needed to find a postmaster; the rest only
+	// matter while one is watched (Watch attaches them), so a node without
+	// one pays for nothing but exec.
+	p.hooks = []*hook{
+		{Attachment: Attachment{Program: "handle_exec", Hook: "tp_btf/sched_process_exec"}, prog: p.lifecycle.HandleExec},
+		{Attachment: Attachment{Program: "handle_fork", Hook: "tp_btf/sched_process_fork", OnDemand: true}, prog: p.lifecycle.HandleFork},
+		{Attachment: Attachment{Program: exitProg, Hook: "tp_btf/sched_process_exit", OnDemand: true}, prog: p.lifecycle.HandleExit},
+		{Attachment: Attachment{Program: "handle_wait", Hook: "tp_btf/sched_process_wait", OnDemand: true}, prog: p.lifecycle.HandleWait},
+		{Attachment: Attachment{Program: "handle_signal_generate", Hook: "tp_btf/signal_generate", OnDemand: true}, prog: p.signals.HandleSignalGenerate},
+		{Attachment: Attachment{Program: "handle_signal_deliver", Hook: "tp_btf/signal_deliver", OnDemand: true}, prog: p.signals.HandleSignalDeliver},
 	}
 
 	if args, ok := tracepointArgs(kernelTypes, "mark_victim"); !markVictimPassesTask(args) {
@@ -217,20 +236,11 @@ func Load(cfg Config) (_ *Probe, err error) {
 		if err := loadRefusing(oom, &p.oom, opts, cfg.Refuse); err != nil {
 			return nil, classify("loading the OOM programs", err)
 		}
-		hooks = append(hooks, hook{p.oom.HandleMarkVictim, "handle_mark_victim", "tp_btf/mark_victim"})
+		p.hooks = append(p.hooks, &hook{Attachment: Attachment{Program: "handle_mark_victim", Hook: "tp_btf/mark_victim", OnDemand: true}, prog: p.oom.HandleMarkVictim})
 	}
 
-	for _, prog := range hooks {
-		l, err := link.AttachTracing(link.TracingOptions{Program: prog.prog})
-		if err != nil {
-			return nil, classify("attaching "+prog.hook, err)
-		}
-		p.links = append(p.links, l)
-		p.attached = append(p.attached, Attachment{Program: prog.name, Hook: prog.hook})
-	}
-
-	if err := p.lifecycle.AttachedAtNs.Set(p.clock.BootNow()); err != nil {
-		return nil, fmt.Errorf("setting the attach time: %w", err)
+	if err := p.attach(!p.onDemand); err != nil {
+		return nil, err
 	}
 	p.reader, err = ringbuf.NewReader(p.lifecycle.Events)
 	if err != nil {
@@ -368,8 +378,104 @@ func checkKernel() error {
 	return nil
 }
 
-// Attached lists the programs and their hooks.
-func (p *Probe) Attached() []Attachment { return p.attached }
+// attach attaches the hooks not attached yet: every one with demand, else
+// those not OnDemand. The fork program goes first, so that a process born
+// once the others run has its birth record; then the kernel is told the
+// time, before which a missing birth record is no eviction.
+func (p *Probe) attach(demand bool) error {
+	attached := false
+	for _, h := range p.hooks {
+		if h.link != nil || (h.OnDemand && !demand) {
+			continue
+		}
+		l, err := link.AttachTracing(link.TracingOptions{Program: h.prog})
+		if err != nil {
+			return classify("attaching "+h.Hook, err)
+		}
+		h.link, h.Attached, attached = l, true, true
+	}
+	if !attached {
+		return nil
+	}
+	if err := p.lifecycle.AttachedAtNs.Set(p.clock.BootNow()); err != nil {
+		return fmt.Errorf("setting the attach time: %w", err)
+	}
+	return nil
+}
+
+// detachOnDemand detaches the OnDemand hooks: nothing is watched any more.
+func (p *Probe) detachOnDemand() error {
+	var first error
+	for _, h := range p.hooks {
+		if h.link == nil || !h.OnDemand {
+			continue
+		}
+		if err := h.link.Close(); err != nil && first == nil {
+			first = fmt.Errorf("detaching %s: %w", h.Hook, err)
+		}
+		h.link, h.Attached = nil, false
+	}
+	return first
+}
+
+// Programs lists every loaded program, its hook and whether it is
+// attached now.
+func (p *Probe) Programs() []Attachment {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Attachment, len(p.hooks))
+	for i, h := range p.hooks {
+		out[i] = h.Attachment
+	}
+	return out
+}
+
+// Attached lists the programs attached now.
+func (p *Probe) Attached() []Attachment {
+	var out []Attachment
+	for _, a := range p.Programs() {
+		if a.Attached {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// AttachSummary says in a line which programs are attached and why.
+func (p *Probe) AttachSummary() string {
+	var now, later []string
+	for _, a := range p.Programs() {
+		if a.Attached {
+			now = append(now, a.Hook)
+		} else {
+			later = append(later, a.Hook)
+		}
+	}
+	p.mu.Lock()
+	watched := len(p.watched)
+	p.mu.Unlock()
+	attached := "attached to " + strings.Join(now, ", ")
+	switch {
+	case !p.onDemand:
+		return attached + " (all of them, always: --all)"
+	case len(later) == 0:
+		return fmt.Sprintf("%s (all of them: %d postmaster(s) watched; all but exec detach when none is left)", attached, watched)
+	default:
+		return fmt.Sprintf("%s (no postmaster on this node: %s attach when one starts)", attached, strings.Join(later, ", "))
+	}
+}
+
+// OnDemand reports whether the programs that only matter to a postmaster
+// attach only while one is watched (not with StreamAll or AttachAll).
+func (p *Probe) OnDemand() bool { return p.onDemand }
+
+// Switches counts the times the on-demand programs were attached or
+// detached.
+func (p *Probe) Switches() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.switches
+}
 
 // Unavailable says, one sentence each, what this kernel cannot trace though
 // the probe loaded: e.g. OOM kills on kernels before 6.9.
@@ -383,7 +489,9 @@ func (p *Probe) Clock() Clock { return p.clock }
 // records it handed on. The event is reused: handle must copy what it
 // keeps. Records that cannot be decoded are counted (Malformed) and skipped.
 func (p *Probe) Read(ctx context.Context, handle func(*event.Event), idle func()) error {
-	stop := context.AfterFunc(ctx, func() { p.reader.Close() })
+	// Flush, not Close, interrupts the reader: it takes no lock, and the
+	// ring stays mapped for the AvailableBytes call that may follow a read.
+	stop := context.AfterFunc(ctx, func() { p.reader.Flush() })
 	defer stop()
 	var rec ringbuf.Record
 	var ev event.Event
@@ -400,9 +508,18 @@ func (p *Probe) Read(ctx context.Context, handle func(*event.Event), idle func()
 		}
 	}
 	drained()
+	done := ctx.Done()
 	for {
+		select {
+		case <-done: // also under a storm that never lets the ring empty
+			return ctx.Err()
+		default:
+		}
 		if err := p.reader.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 				drained()
 				continue
 			}
@@ -437,10 +554,22 @@ func (p *Probe) consume(raw []byte, ev *event.Event, handle func(*event.Event)) 
 func (p *Probe) Malformed() uint64 { return p.malformed.Load() }
 
 // Watch tells the kernel that a process is a postmaster: the exits of its
-// children that matter are then reported, and signals it sends.
+// children that matter are then reported, and signals it sends. The first
+// one watched attaches the on-demand programs.
 func (p *Probe) Watch(key event.ProcessKey) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err := p.lifecycle.Watched.Put(key.PID, lifecycleWatch{StartTicks: key.StartTicks}); err != nil {
 		return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
+	}
+	p.watched[key.PID] = struct{}{}
+	if p.onDemand && len(p.watched) == 1 {
+		p.switches++
+		if err := p.attach(true); err != nil {
+			delete(p.watched, key.PID)
+			p.lifecycle.Watched.Delete(key.PID)
+			return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
+		}
 	}
 	return nil
 }
@@ -467,11 +596,20 @@ func (p *Probe) EndReset(key event.ProcessKey, at uint64) error {
 	return nil
 }
 
-// Unwatch forgets a postmaster that exited.
+// Unwatch forgets a postmaster that exited. The last one gone detaches the
+// on-demand programs.
 func (p *Probe) Unwatch(pid uint32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	err := p.lifecycle.Watched.Delete(pid)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unwatching postmaster %d: %w", pid, err)
+	}
+	_, was := p.watched[pid]
+	delete(p.watched, pid)
+	if p.onDemand && was && len(p.watched) == 0 {
+		p.switches++
+		return p.detachOnDemand()
 	}
 	return nil
 }
@@ -487,10 +625,14 @@ func (p *Probe) Close() error {
 	if p.reader != nil {
 		keep(p.reader.Close())
 	}
-	for _, l := range p.links {
-		keep(l.Close())
+	p.mu.Lock()
+	for _, h := range p.hooks {
+		if h.link != nil {
+			keep(h.link.Close())
+			h.link, h.Attached = nil, false
+		}
 	}
-	p.links = nil
+	p.mu.Unlock()
 	keep(p.oom.Close())
 	keep(p.signals.Close())
 	keep(p.lifecycle.Close())

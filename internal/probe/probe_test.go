@@ -273,9 +273,9 @@ func startNamespace(t *testing.T, script string) (init int, release func()) {
 func startNamespaceWith(t *testing.T, init, script string) (pid int, stdin io.WriteCloser) {
 	t.Helper()
 	testenv.RequireCommands(t, "unshare")
-	args := []string{"--pid", "--fork", init, "-c", script}
+	args := []string{"--pid", "--fork", "--kill-child", init, "-c", script}
 	if filepath.Base(init) == "postgres" {
-		args = []string{"--pid", "--fork", init, script}
+		args = []string{"--pid", "--fork", "--kill-child", init, script}
 	}
 	cmd := exec.Command("unshare", args...)
 	stdin, _ = cmd.StdinPipe()
@@ -388,8 +388,10 @@ func TestKernelSignalSaysWhetherItWentToAChild(t *testing.T) {
 	}
 }
 
+// The counters count while the fork and exit programs are attached (here
+// always: AttachAll); what they see stays in the kernel by default.
 func TestKernelCountersAndDefaultFilter(t *testing.T) {
-	c := startProbe(t, Config{})
+	c := startProbe(t, Config{AttachAll: true})
 	before, err := c.probe.Counters()
 	if err != nil {
 		t.Fatal(err)

@@ -220,6 +220,22 @@ func ParseCmdline(data []byte) []string {
 	return argv
 }
 
+// Children returns the pids of a single-threaded process's children
+// (/proc/<pid>/task/<pid>/children lists those of that thread).
+func (fs FS) Children(pid int) ([]int, error) {
+	data, err := readFile(fs.path(pid, fmt.Sprintf("task/%d/children", pid)))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, f := range strings.Fields(string(data)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
 // Exe is the path of the process's executable ("(deleted)" suffix kept).
 func (fs FS) Exe(pid int) (string, error) { return readlink(fs.path(pid, "exe")) }
 

@@ -50,11 +50,11 @@ type Record struct {
 	// Origin says where an adopted process came from (origin.Kind:
 	// docker-exec, cri-exec, healthcheck, probe, entrypoint,
 	// server-process, unknown), OriginDetail the same in words.
-	Origin       string `json:"origin,omitempty"`
-	OriginDetail string `json:"origin_detail,omitempty"`
-	OOM          *OOMRecord        `json:"oom,omitempty"`
-	Trigger      *Trigger          `json:"trigger,omitempty"`    // crash-restart-confirmed: what caused it
-	Terminated   int               `json:"terminated,omitempty"` // crash-restart-confirmed: server processes told to quit
+	Origin       string     `json:"origin,omitempty"`
+	OriginDetail string     `json:"origin_detail,omitempty"`
+	OOM          *OOMRecord `json:"oom,omitempty"`
+	Trigger      *Trigger   `json:"trigger,omitempty"`    // crash-restart-confirmed: what caused it
+	Terminated   int        `json:"terminated,omitempty"` // crash-restart-confirmed: server processes told to quit
 	// ServerProcessesKilled is Terminated, present (0 too) on every
 	// crash-restart-confirmed record.
 	ServerProcessesKilled *int `json:"server_processes_killed,omitempty"`

@@ -48,6 +48,12 @@ type State struct {
 	ResetAt uint64
 	// CrashReapedAt: the last reap of a crash status, acted on or ignored.
 	CrashReapedAt uint64
+	// Startup is the start (boot ns) of the startup process its pmsignal
+	// named, 0 before one did. It stays the postmaster's StartupPID through
+	// a crash acted on after that pmsignal, which SIGQUITs it: if it exits
+	// 0 first, the postmaster commences normal operations all the same
+	// (reaper(), "we were too late with the SIGQUIT").
+	Startup uint64
 }
 
 // Child is what a reap tells about the child reaped.
@@ -91,7 +97,8 @@ func (s *State) Reap(c Child, at uint64) Reaped {
 	// The startup process is forked once every child of the crash is gone,
 	// runs the server binary, and exits 0 when recovery is done; during a
 	// shutdown its exit does not clear FatalError.
-	if s.Recovering && s.Shutdown == NoShutdown && c.Status == 0 && c.ServerBinary && c.Start > s.ResetAt {
+	if s.Recovering && s.Shutdown == NoShutdown && c.Status == 0 && c.ServerBinary &&
+		(c.Start > s.ResetAt || (s.Startup != 0 && c.Start == s.Startup)) {
 		s.Resetting, s.Recovering = false, false
 		r.RecoveryEnded = true
 	}
@@ -105,6 +112,9 @@ func (s *State) Reap(c Child, at uint64) Reaped {
 // PM_STARTUP (up to 17: HandleChildCrash changes pmState even when it
 // ignores the crash; 18 returns first).
 func (s *State) RedoStarted(start uint64) {
+	if start > s.ResetAt {
+		s.Startup = start
+	}
 	rule := RuleFor(s.Major)
 	if !s.Resetting || s.Shutdown != NoShutdown || !rule.RedoStartEndsReset || start <= s.ResetAt ||
 		(rule.IgnoredCrashLeavesStartup && s.CrashReapedAt > start) {

@@ -306,3 +306,28 @@ func TestIgnoredCrashBlocksTheRedoSignalUpTo17(t *testing.T) {
 		}
 	}
 }
+
+// A crash acted on after the startup process's pmsignal SIGQUITs it; if it
+// exits 0 first, the postmaster commences normal operations anyway (seen by
+// the oracle: "ready to accept connections" right after the crash line, then
+// a casualty's exit 2 logged as a new crash).
+func TestStartupExitingCleanAfterALaterCrashEndsTheReset(t *testing.T) {
+	s := State{Major: 15}
+	s.Reap(Child{Status: sigkill}, 10)
+	s.RedoStarted(20) // the startup process, forked at 20
+	if r := s.Reap(Child{Status: exit2}, 30); !r.Crash {
+		t.Fatalf("crash after the redo began: %+v, want acted on", r)
+	}
+	if r := s.Reap(Child{Status: 0, ServerBinary: true, Tracked: true, Start: 20}, 40); !r.RecoveryEnded {
+		t.Fatalf("the startup process's exit 0 after the new crash: %+v, want the reset over", r)
+	}
+	if r := s.Reap(Child{Status: exit2}, 50); !r.Crash {
+		t.Errorf("a casualty's exit 2 once running again: %+v, want a new crash", r)
+	}
+	// A server process older than the reset exiting 0 ends nothing.
+	s = State{Major: 15}
+	s.Reap(Child{Status: sigkill}, 10)
+	if r := s.Reap(Child{Status: 0, ServerBinary: true, Tracked: true, Start: 5}, 20); r.RecoveryEnded || !s.Resetting {
+		t.Errorf("an old server process's exit 0: %+v, want the reset on", r)
+	}
+}

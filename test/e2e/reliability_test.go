@@ -71,8 +71,8 @@ func TestSIGTERMDetachesWithinTwoSeconds(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLine(t, stderr, "tracing;")
-	if n := testenv.ProgramsNamed(t, "handle_"); n != before+6 {
-		t.Errorf("%d programs while tracing, want %d", n, before+6)
+	if n := testenv.ProgramsNamed(t, "handle_"); n != before+7 {
+		t.Errorf("%d programs while tracing, want %d", n, before+7)
 	}
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)

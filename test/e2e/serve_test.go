@@ -212,11 +212,93 @@ func TestServeReadyzHealthzAndMetrics(t *testing.T) {
 		t.Errorf("landing page = %d, want 200 linking /metrics", code)
 	}
 	_, metrics := httpGet(t, base+"/metrics")
-	for _, want := range []string{"orphanwatch_build_info{", "orphanwatch_events_lost_total 0", `orphanwatch_program_info{hook="tp_btf/sched_process_exit",program="handle_exit"} 1`, "process_start_time_seconds", "go_goroutines"} {
+	for _, want := range []string{"orphanwatch_build_info{", "orphanwatch_events_lost_total 0", `orphanwatch_programs_attached{hook="tp_btf/sched_process_exec",program="handle_exec"} 1`, "process_start_time_seconds", "go_goroutines"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+}
+
+// A node with no postmaster runs only the exec program; the first
+// postmaster attaches the rest, in time for an incident right after its
+// start, and the last one gone detaches them again.
+func TestServeAttachesTheLifecycleOnlyWhileAPostmasterRuns(t *testing.T) {
+	testenv.RequirePostgres(t)
+	s := startServe(t)
+	s.waitReady(15 * time.Second)
+	fork := `orphanwatch_programs_attached{hook="tp_btf/sched_process_fork",program="handle_fork"}`
+	waitMetrics := func(what string, ok func(m string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			_, m := httpGet(t, "http://"+s.Addr+"/metrics")
+			if ok(m) {
+				return m
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 15s; metrics:\n%s\nserve stderr:\n%s", what, grepLines(m, "orphanwatch_programs_attached", "orphanwatch_postmasters ", "orphanwatch_program_switches_total"), s.stderr)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// Other PostgreSQL servers on the host (outside CI) keep everything
+	// attached: then only the switch back is checked.
+	// (Another test's cluster may still be on its way out.)
+	var m string
+	alone := false
+	for deadline := time.Now().Add(15 * time.Second); !alone && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		_, m = httpGet(t, "http://"+s.Addr+"/metrics")
+		alone = !strings.Contains(m, "\norphanwatch_postmasters{")
+	}
+	if alone {
+		waitMetrics("only the exec program attached with no postmaster", func(m string) bool {
+			return strings.Contains(m, fork+" 0") && strings.Contains(m, `program="handle_exec"} 1`)
+		})
+	} else if os.Getenv("CI") == "true" {
+		t.Fatalf("a postmaster runs on the CI host before the test starts one:\n%s", grepLines(m, "orphanwatch_postmasters"))
+	} else {
+		t.Logf("NOTE: other postmasters run on this host; the detached state is not checked:\n%s", grepLines(m, "orphanwatch_postmasters"))
+	}
+
+	c := testenv.StartCluster(t, testenv.ClusterOptions{})
+	if err := c.SeedIncident(); err != nil {
+		t.Fatalf("running the incident: %v", err)
+	}
+	waitMetrics("the lifecycle programs attached for the postmaster", func(m string) bool { return strings.Contains(m, fork+" 1") })
+	r, ok := s.waitRecord(15*time.Second, func(r *report.Record) bool { return r.Verdict == "crash-restart" && r.ParentPID == uint32(c.InitPID) })
+	if !ok {
+		t.Fatalf("no crash-restart record for the incident right after the postmaster's start; serve stderr:\n%s", s.stderr)
+	}
+	if pids := testenv.ChildExits(testenv.ParseLog(c.Log())); len(pids) != 1 || pids[0].NSPid != r.NSPid {
+		t.Errorf("PostgreSQL logged child exits %+v, orphanwatch named ns pid %d", pids, r.NSPid)
+	}
+
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if alone {
+		m := waitMetrics("the lifecycle programs detached once the postmaster is gone", func(m string) bool { return strings.Contains(m, fork+" 0") })
+		if !strings.Contains(m, "orphanwatch_program_switches_total 2") {
+			t.Errorf("switches: %s, want 2 (attached, detached)", grepLines(m, "orphanwatch_program_switches_total"))
+		}
+	}
+	if lost := "orphanwatch_events_lost_total 0"; !strings.Contains(m, lost) {
+		t.Errorf("metrics lack %q", lost)
+	}
+}
+
+// grepLines keeps the lines of text that start with one of prefixes.
+func grepLines(text string, prefixes ...string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func TestServeExitsZeroWithin2sOnSIGTERM(t *testing.T) {

@@ -68,6 +68,14 @@ func (tr *Tree) Add(p Proc) {
 		write(t, filepath.Join(cwd, "postmaster.pid"), fmt.Sprintf("%d\n%s\n", nspid[len(nspid)-1], p.DataDir))
 	}
 	must(t, os.Symlink(cwd, filepath.Join(dir, "cwd")))
+	// The parent's main thread lists it among its children.
+	tasks := filepath.Join(tr.Root, fmt.Sprint(p.PPID), "task", fmt.Sprint(p.PPID))
+	must(t, os.MkdirAll(tasks, 0o755))
+	f, err := os.OpenFile(filepath.Join(tasks, "children"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	must(t, err)
+	_, err = fmt.Fprintf(f, "%d ", p.PID)
+	must(t, err)
+	must(t, f.Close())
 }
 
 // Remove makes a process vanish.
