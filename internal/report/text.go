@@ -94,7 +94,7 @@ func (t *TableWriter) Write(r *Record) error {
 	}
 	fmt.Fprintln(tw, padded([]string{
 		r.Time.Format("15:04:05.000"), r.Verdict, fmt.Sprint(r.PID), fmt.Sprint(r.NSPid), r.Comm,
-		how(r), parentColumn(r), originalParentColumn(r), lifetime(r), dash(r.Origin), shortID(r.ContainerID),
+		how(r), parentColumn(r), originalParentColumn(r), lifetime(r), dash(r.Origin), containerColumn(r),
 	}))
 	if err := tw.Flush(); err != nil {
 		return err
@@ -164,6 +164,15 @@ func lifetime(r *Record) string {
 		return "-"
 	}
 	return (time.Duration(*r.LifetimeMS) * time.Millisecond).String()
+}
+
+// containerColumn names the container as people do: its name when the
+// runtime or the pod spec gives one, else the start of its id.
+func containerColumn(r *Record) string {
+	if r.Container != "" {
+		return r.Container
+	}
+	return shortID(r.ContainerID)
 }
 
 func shortID(id string) string {
