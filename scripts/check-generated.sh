@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Fails when the committed generated files (bpf2go's Go bindings and .o files for amd64
-# and arm64, and the PrometheusRule) differ from what `make generate` builds now, or
+# and arm64, the PrometheusRule and the Helm chart's copies) differ from what `make generate` builds now, or
 # when the BPF objects would come out differently in a clone at another path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-files='internal/probe/*_bpfel.go internal/probe/*_bpfel.o deploy/kubernetes/prometheusrule.yaml'
+files='internal/probe/*_bpfel.go internal/probe/*_bpfel.o deploy/kubernetes/prometheusrule.yaml deploy/helm/orphanwatch/files/*'
 before=$(sha256sum $files)
 make -s generate >/dev/null
 after=$(sha256sum $files)

@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 # from the Go module proxy once (minutes), then cached outside the clone.
 kube=$(./scripts/kube-apiserver.sh)
 echo "== kube-apiserver, kubectl: $kube"
+# helm, for the chart's tests (deploy/helm): built from its Go module
+# (pinned in tools/helm) once (minutes), then cached outside the clone.
+helm=$(./scripts/helm.sh)
+echo "== helm: $helm"
 
 echo "== go vet"
 go vet ./...

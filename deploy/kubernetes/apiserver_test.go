@@ -10,8 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -35,12 +33,6 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/testenv"
 )
 
-// The Prometheus Operator release whose CRDs the PodMonitor and the
-// PrometheusRule must satisfy. Its module holds them under
-// example/prometheus-operator-crd; only the download is used, never a
-// package, so it is not in go.mod.
-const prometheusOperatorModule = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
-
 // The agent's identity, as rbac.yaml and daemonset.yaml name it.
 const (
 	agentNamespace = "orphanwatch"
@@ -60,20 +52,9 @@ func installed(t *testing.T) *testenv.KubeAPI {
 	t.Helper()
 	k := testenv.RequireKubeAPI(t)
 	installOnce.Do(func() {
-		var crds []string
-		if crds, installErr = prometheusOperatorCRDs("podmonitors", "prometheusrules"); installErr != nil {
-			return
-		}
-		args := []string{"apply", "--server-side"} // the CRDs are too large for apply's annotation
-		for _, f := range crds {
-			args = append(args, "-f", f)
-		}
-		if _, installErr = k.KubectlWith(k.AdminKubeconfig, args...); installErr != nil {
-			return
-		}
-		// apiextensions, inside kube-apiserver, serves them once established.
-		if _, installErr = k.KubectlWith(k.AdminKubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
-			"crd/podmonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com"); installErr != nil {
+		// The Prometheus Operator's CRDs (testenv.PrometheusOperatorModule)
+		// that the PodMonitor and the PrometheusRule must satisfy.
+		if installErr = k.InstallPrometheusOperatorCRDs("podmonitors", "prometheusrules"); installErr != nil {
 			return
 		}
 		installOut, installErr = k.KubectlWith(k.AdminKubeconfig, "apply", "-k", manifestDir())
@@ -85,33 +66,6 @@ func installed(t *testing.T) *testenv.KubeAPI {
 }
 
 func manifestDir() string { return filepath.Join(testenv.ModuleRoot(), "deploy", "kubernetes") }
-
-// prometheusOperatorCRDs downloads the operator's module (from the Go
-// module cache when it is there) and returns the files of the named CRDs.
-func prometheusOperatorCRDs(plurals ...string) ([]string, error) {
-	dir, err := os.MkdirTemp("", "orphanwatch-crds-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	cmd := exec.Command("go", "mod", "download", "-json", prometheusOperatorModule)
-	cmd.Dir = dir // outside this module, whose go.mod it must not touch
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
-	out, err := cmd.Output()
-	var mod struct{ Dir, Error string }
-	if jerr := json.Unmarshal(out, &mod); jerr != nil || mod.Error != "" || err != nil {
-		return nil, fmt.Errorf("go mod download %s: %v %s %s", prometheusOperatorModule, err, mod.Error, out)
-	}
-	var files []string
-	for _, p := range plurals {
-		f := filepath.Join(mod.Dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_"+p+".yaml")
-		if _, err := os.Stat(f); err != nil {
-			return nil, err
-		}
-		files = append(files, f)
-	}
-	return files, nil
-}
 
 func clientFor(t *testing.T, kubeconfig string) *kubernetes.Clientset {
 	t.Helper()
