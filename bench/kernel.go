@@ -151,6 +151,28 @@ func forksSoFar() uint64 {
 	return 0
 }
 
+// cpuTime is the CPU time a process's threads have run, in nanoseconds
+// (the first field of each thread's schedstat): /proc/PID/stat's clock
+// ticks are 10 ms, too coarse to share out among a run's connections.
+func cpuTime(pid int) (time.Duration, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, task.Name()))
+		if err != nil {
+			continue // exited since
+		}
+		if f := strings.Fields(string(data)); len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(ns)
+		}
+	}
+	return total, nil
+}
+
 // postmasters lists the postmasters running on the node: postgres
 // processes whose parent is not a postgres process.
 func postmasters() []int {
