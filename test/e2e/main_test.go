@@ -6,4 +6,5 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+// MainWithKubeAPI: the Kubernetes Events test starts an API server.
+func TestMain(m *testing.M) { testenv.MainWithKubeAPI(m) }
