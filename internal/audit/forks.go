@@ -152,7 +152,7 @@ func forksScript(script, shell string, fs checkFS, depth int) []string {
 		return nil // run by the shell itself
 	case len(command) > 0 && command[0] == "exec", slices.Contains(execsSingleCommand, shell):
 	case shell == "dash":
-		return []string{"the container's shell is dash, which runs even a single command as its child (exec COMMAND would replace the shell instead)"}
+		return []string{"the container's shell is dash, which runs even a single command as its child, where exec COMMAND would replace the shell"}
 	case shell == "sh" || shell == "":
 		return []string{"orphanwatch could not tell which shell sh is in the container; dash, Debian's, runs even a single command as its child"}
 	default:

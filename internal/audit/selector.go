@@ -51,7 +51,7 @@ func (h Host) pickContainer(arg string, found []*lineage.Postmaster) ([]*lineage
 		for i, id := range ids {
 			short[i] = container.Ref{ID: id}.Short()
 		}
-		msg += fmt.Sprintf(": container %s (%s) has no running postmaster (is it running? docker ps -a, docker logs %s)", name, strings.Join(short, ", "), name)
+		msg = fmt.Sprintf("container %s (%s) has no running postmaster (is PostgreSQL running in it? docker ps -a, docker logs %s)", name, strings.Join(short, ", "), name)
 	}
 	var running []string
 	for _, pm := range found {
