@@ -107,6 +107,22 @@ func (s heldSnapshot) since(before heldSnapshot) byProgram {
 	return out
 }
 
+// perRunByLoadOrder is what each program ran from before to s, in the
+// order the programs were loaded (by id): for bpftrace, whose programs'
+// names are cut to the same 15 characters, the script's order.
+func (s heldSnapshot) perRunByLoadOrder(before heldSnapshot) []progStats {
+	ids := make([]ebpf.ProgramID, 0, len(s))
+	for id := range s {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := make([]progStats, len(ids))
+	for i, id := range ids {
+		out[i] = progStats{s[id].runtime - before[id].runtime, s[id].runs - before[id].runs}
+	}
+	return out
+}
+
 func (b byProgram) total() progStats {
 	var t progStats
 	for _, s := range b {

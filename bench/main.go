@@ -312,9 +312,11 @@ func waitReady(addr string, timeout time.Duration) (time.Duration, error) {
 	return 0, fmt.Errorf("orphanwatch serve not ready on %s after %s", addr, timeout)
 }
 
-func startPeer() (*tracer, error) {
+func startPeer() (*tracer, error) { return startBpftrace("bench/peer.bt") }
+
+func startBpftrace(script string) (*tracer, error) {
 	t := &tracer{}
-	t.cmd = exec.Command("bpftrace", "bench/peer.bt")
+	t.cmd = exec.Command("bpftrace", script)
 	stdout, err := t.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -830,8 +832,9 @@ func printTables(rows []row, m *matrix, took time.Duration) {
 	printGrid(table)
 
 	fmt.Printf("\nBPF ns per process by the kernel's accounting (run_time_ns of every program the tracer holds / processes in the storm; "+
-		"median of %d storms, range); serve and the bpftrace peer attached side by side; other processes: those the rest of the machine made during the storms\n\n", *kernRounds)
-	grid := [][]string{{"node", "storm", "per process (wall)", "serve", "bpftrace peer", "serve by program", "other processes"}}
+		"median of %d storms, range); serve, the bpftrace peer and bench/floor.bt's empty programs attached side by side; "+
+		"other processes: those the rest of the machine made during the storms\n\n", *kernRounds)
+	grid := [][]string{{"node", "storm", "per process (wall)", "serve", "bpftrace peer", "serve by program", "empty programs (floor)", "other processes"}}
 	for _, c := range m.cells {
 		var wall time.Duration
 		for _, w := range c.wall {
@@ -839,7 +842,7 @@ func printTables(rows []row, m *matrix, took time.Duration) {
 		}
 		grid = append(grid, []string{c.node, fmt.Sprintf("%s x %d", c.storm, c.processes),
 			(wall / time.Duration(c.processes*len(c.wall))).Round(100 * time.Nanosecond).String(),
-			spread(c.serve), spread(c.peer), c.byProgram(), strconv.FormatUint(c.others, 10)})
+			spread(c.serve), spread(c.peer), c.byProgram(), c.emptyPrograms(), strconv.FormatUint(c.others, 10)})
 	}
 	printGrid(grid)
 	fmt.Println()

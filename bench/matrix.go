@@ -25,9 +25,10 @@ const (
 // configuration, for serve and for the bpftrace peer, both attached.
 type cell struct {
 	node, storm string
-	processes   int       // per storm
-	serve, peer []float64 // BPF ns per process, each storm
-	programs    byProgram // serve's, over all the storms
+	processes   int          // per storm
+	serve, peer []float64    // BPF ns per process, each storm
+	programs    byProgram    // serve's, over all the storms
+	floor       [2]progStats // empty programs on exec and exit, over all the storms
 	wall        []time.Duration
 	others      uint64 // processes the rest of the machine made during the storms
 }
@@ -36,6 +37,7 @@ type cell struct {
 type matrix struct {
 	cells []*cell
 	nodes [][2]string // node, what serve watched and had attached there
+	floor *tracer     // bench/floor.bt: empty programs, the machine's floor
 }
 
 // measureNodes runs each storm kind, with serve and the bpftrace peer
@@ -58,7 +60,12 @@ func measureNodes(storm string) (*matrix, *testenv.Cluster, error) {
 		return nil, nil, err
 	}
 	defer peer.stop()
-	m := &matrix{}
+	floor, err := startBpftrace("bench/floor.bt")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer floor.stop()
+	m := &matrix{floor: floor}
 
 	// On a shared machine other users' clusters may be running: serve
 	// would watch them, and the node would not be one without a
@@ -132,6 +139,10 @@ func (m *matrix) measure(node string, run where, storm string, serve, peer *trac
 			if err != nil {
 				return err
 			}
+			e0, err := heldPrograms(m.floor.pid)
+			if err != nil {
+				return err
+			}
 			f0 := forksSoFar()
 			wall, err := runStorm(run, storm, kind, c.processes)
 			if err != nil {
@@ -146,6 +157,16 @@ func (m *matrix) measure(node string, run where, storm string, serve, peer *trac
 			if err != nil {
 				return err
 			}
+			e1, err := heldPrograms(m.floor.pid)
+			if err != nil {
+				return err
+			}
+			if empty := e1.perRunByLoadOrder(e0); len(empty) == 2 {
+				for i := range empty {
+					c.floor[i].runtime += empty[i].runtime
+					c.floor[i].runs += empty[i].runs
+				}
+			}
 			sd, pd := s1.since(s0), p1.since(p0)
 			c.programs.add(sd)
 			c.serve = append(c.serve, float64(sd.total().runtime)/float64(c.processes))
@@ -156,8 +177,8 @@ func (m *matrix) measure(node string, run where, storm string, serve, peer *trac
 				c.others += made - uint64(c.processes) - 3
 			}
 		}
-		say("kernel accounting, %s, %s storm of %d: serve %s ns/process, peer %s; %s; %d other processes on the machine meanwhile",
-			node, kind.name, c.processes, spread(c.serve), spread(c.peer), c.byProgram(), c.others)
+		say("kernel accounting, %s, %s storm of %d: serve %s ns/process, peer %s; %s; empty programs %s; %d other processes on the machine meanwhile",
+			node, kind.name, c.processes, spread(c.serve), spread(c.peer), c.byProgram(), c.emptyPrograms(), c.others)
 		m.cells = append(m.cells, c)
 	}
 	return nil
@@ -227,6 +248,12 @@ func (c *cell) byProgram() string {
 	return strings.Join(parts, ", ")
 }
 
+// emptyPrograms is the floor: what the empty programs on exec and exit
+// cost per run in these storms.
+func (c *cell) emptyPrograms() string {
+	return fmt.Sprintf("exec %d, exit %d ns/run", c.floor[0].perRun().Nanoseconds(), c.floor[1].perRun().Nanoseconds())
+}
+
 func (m *matrix) cell(node, storm string) *cell {
 	for _, c := range m.cells {
 		if c.node == node && c.storm == storm {
@@ -266,12 +293,14 @@ func (m *matrix) targetRows() []row {
 	for _, kind := range []stormKind{forkStorm, execStorm} {
 		c := m.cell(nodeNone, kind.name)
 		v := medianF(c.serve)
-		rows = append(rows, row{fmt.Sprintf("BPF ns per process, no postmaster on the node, %s storm: serve (peer %.0f)", kind.name, medianF(c.peer)),
+		rows = append(rows, row{fmt.Sprintf("BPF ns per process, no postmaster on the node, %s storm: serve (peer %.0f; an empty exec program %d ns/run)",
+			kind.name, medianF(c.peer), c.floor[0].perRun().Nanoseconds()),
 			fmt.Sprintf("%.0f ns", v), "<= 20 ns", pass(v <= 20)})
 	}
 	c := m.cell(nodePID1, forkStorm.name)
 	v, peer := medianF(c.serve), medianF(c.peer)
-	rows = append(rows, row{"BPF ns per process, PID-1 postmaster elsewhere, host processes, fork() storm: serve / peer",
+	rows = append(rows, row{fmt.Sprintf("BPF ns per process, PID-1 postmaster elsewhere, host processes, fork() storm: serve / peer (an empty exit program %d ns/run)",
+		c.floor[1].perRun().Nanoseconds()),
 		fmt.Sprintf("%.0f ns / %.0f ns", v, peer), "<= 150 ns, below the peer", pass(v <= 150 && v < peer)})
 	c = m.cell(nodeInside, forkStorm.name)
 	v = medianF(c.serve)
