@@ -48,7 +48,7 @@ var privileged = map[string]string{
 // applied writes the manifest to a file and runs kubectl apply -f on it.
 func applied(t *testing.T, k *testenv.KubeAPI, manifest string) (file, out string) {
 	t.Helper()
-	file = filepath.Join(t.TempDir(), "manifest.yaml")
+	file = filepath.Join(tempDir(t), "manifest.yaml")
 	if err := os.WriteFile(file, []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -69,18 +69,24 @@ func (v values) file(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Not under t.TempDir(): helm splits -f at commas, which subtests'
-	// names put in it.
-	dir, err := os.MkdirTemp("", "orphanwatch-helm-values-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "values.yaml")
+	path := filepath.Join(tempDir(t), "values.yaml")
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// tempDir is a directory removed when the test ends, for files passed
+// with -f: not t.TempDir(), whose path holds the test's name, in which
+// subtests' names put commas, at which helm and kubectl split -f.
+func tempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "orphanwatch-helm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // template is `helm template release chart --namespace namespace -f

@@ -89,7 +89,7 @@ func TestServePrometheusAlertsOnSeedIncident(t *testing.T) {
 	if !strings.Contains(a.Annotations["summary"], "container "+id[:12]) ||
 		!strings.Contains(a.Annotations["summary"], "adopted child psql died of SIGPIPE") ||
 		!strings.Contains(a.Annotations["description"], "tini") ||
-		!strings.HasSuffix(a.Annotations["runbook"], "docs/runbook.md#postgresadoptedchildcrash") {
+		!strings.HasSuffix(a.Annotations["runbook_url"], "docs/runbook.md#postgresadoptedchildcrash") {
 		t.Errorf("alert annotations = %v, want the container, the culprit, the fix and the runbook", a.Annotations)
 	}
 
