@@ -2,8 +2,6 @@ package agent
 
 import (
 	"cmp"
-	"fmt"
-	"os"
 	"slices"
 	"time"
 
@@ -109,9 +107,6 @@ func (a *Agent) onAdoption(ev *event.Event) {
 // one means the same in every state and is reported now; one that matters
 // to the postmaster's state waits for it to be reaped.
 func (a *Agent) childDied(pm *lineage.Postmaster, ev *event.Event, proc *lineage.Process) {
-	if debugDeaths {
-		fmt.Fprintf(os.Stderr, "DEBUG died t=%d kind=%v pm=%d ns=%d host=%d comm=%s status=%v flags=%#x\n", ev.Time, ev.Kind, pm.Key.PID, ev.Task.NSPid, ev.Task.PID, ev.Task.Comm.String(), ev.Status, ev.Flags)
-	}
 	d := &death{
 		ev:      *ev,
 		proc:    proc,
@@ -132,8 +127,6 @@ func (d *death) child() verdict.Child {
 	return verdict.Child{Status: d.ev.Status, Tracked: !d.adoptee, Start: d.ev.Task.Start,
 		ServerBinary: verdict.IsServerBinary("", d.ev.Task.Comm.String())}
 }
-
-var debugDeaths = os.Getenv("ORPHANWATCH_DEBUG_DEATHS") != ""
 
 // onReap: the postmaster's waitpid reaps a child now.
 func (a *Agent) onReap(ev *event.Event) {
@@ -166,9 +159,6 @@ func (a *Agent) onPMSignal(ev *event.Event) {
 		return
 	}
 	r := a.run(pm)
-	if debugDeaths {
-		fmt.Fprintf(os.Stderr, "DEBUG pmsignal t=%d pm=%d sender-start=%d flags=%#x state=%+v\n", ev.Time, pm.Key.PID, ev.Task.Start, ev.Flags, r.state)
-	}
 	if ev.Flags&event.ZombiesPending != 0 && verdict.RuleFor(pm.Major).PMSignalAfterReaping {
 		r.redoPending = ev.Task.Start
 		return
@@ -193,9 +183,6 @@ func (a *Agent) onReapedAll(ev *event.Event) {
 // it died).
 func (a *Agent) reap(r *run, d *death, at uint64) {
 	reaped := r.state.Reap(d.child(), at)
-	if debugDeaths {
-		fmt.Fprintf(os.Stderr, "DEBUG reap pm=%d ns=%d host=%d comm=%s status=%v start=%d adoptee=%v -> %+v state=%+v\n", r.pm.Key.PID, d.ev.Task.NSPid, d.ev.Task.PID, d.ev.Task.Comm.String(), d.ev.Status, d.ev.Task.Start, d.adoptee, reaped, r.state)
-	}
 	if verdict.Crashes(d.ev.Status) {
 		a.report1(r, d, reaped)
 	}
