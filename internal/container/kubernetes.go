@@ -184,14 +184,18 @@ func startKubernetesNamer(ctx context.Context, pods podClient, nodeName string, 
 	}); err != nil {
 		return nil, fmt.Errorf("pod informer: %w", err)
 	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	handlers, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { k.update(obj) },
 		UpdateFunc: func(_, obj any) { k.update(obj) },
 		DeleteFunc: k.delete,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("pod informer: %w", err)
 	}
-	k.synced = informer.HasSynced
+	// The registration's HasSynced, not the informer's: it waits for our
+	// handlers to have taken the first list too, so Names answers for
+	// every listed pod as soon as the constructor returns.
+	k.synced = handlers.HasSynced
 
 	runCtx, cancel := context.WithCancel(ctx)
 	k.cancel = cancel
@@ -199,7 +203,7 @@ func startKubernetesNamer(ctx context.Context, pods podClient, nodeName string, 
 
 	syncCtx, stop := context.WithTimeout(runCtx, syncTimeout)
 	defer stop()
-	if !cache.WaitForCacheSync(syncCtx.Done(), informer.HasSynced) {
+	if !cache.WaitForCacheSync(syncCtx.Done(), handlers.HasSynced) {
 		cancel()
 		k.mu.RLock()
 		last := k.lastErr

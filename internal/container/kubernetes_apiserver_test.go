@@ -166,10 +166,12 @@ func TestKubernetesNamerAgainstAPIServer(t *testing.T) {
 		// Last: the listed pods above are known by now.
 		{"another node's pod", container.Ref{ID: otherID, PodUID: string(pg1.UID)}, container.Names{}},
 	} {
-		// Eventually, not at once: the constructor returns when the
-		// informer has synced, which does not wait for its event handlers
-		// to have run (informer.HasSynced, not the handler registration's).
-		eventually(t, namer, tc.ref, tc.want, tc.why)
+		// At once: the constructor returns when the namer's handlers
+		// have taken the first list, so an incident right after the
+		// agent's start is named.
+		if got := namer.Names(tc.ref); got != tc.want {
+			t.Errorf("%s, right after NewKubernetesNamer returned: Names(%+v) = %+v, want %+v", tc.why, tc.ref, got, tc.want)
+		}
 	}
 
 	// A pod bound after the start: first by UID, then, once the kubelet
