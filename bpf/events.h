@@ -41,6 +41,7 @@ enum event_flag {
 	EVENT_DEAD = 1 << 6,            /* adoption: the orphan is dead or dying; exit_status is final */
 	EVENT_HAS_PREVIOUS_EXEC = 1 << 7, /* previous_exec holds the dying parent's exec record */
 	EVENT_ZOMBIES_PENDING = 1 << 8,   /* pmsignal: zombies awaited reaping when it was delivered */
+	EVENT_REAPED_EARLIER = 1 << 9,    /* reap: by an earlier wait, whose tracepoint ran before it was a zombie */
 };
 
 /* watch.flags: a watched postmaster's state */
@@ -104,8 +105,9 @@ struct watch {
 	__u64 reset_at_ns;    /* boot ns of the last crash, which set WATCH_RESETTING */
 	__u64 redo_sender_ns; /* start (boot ns) of the child whose pmsignal awaits delivery */
 	__u32 flags;          /* enum watch_flag */
-	__u32 _pad;
+	__u32 zombies;        /* its entries in the zombies map (atomic) */
 };
+
 
 /* A process as seen at one moment. */
 struct task_ref {
@@ -116,6 +118,16 @@ struct task_ref {
 	__u32 ns_level; /* 0 for the host namespace */
 	__u32 flags;    /* enum task_flag */
 	char comm[COMM_LEN];
+};
+
+/* A child of a watched postmaster that became a zombie that matters, from
+ * its SIGCHLD until the wait that reaps it is reported. */
+struct zombie {
+	struct task_ref task; /* read at its SIGCHLD */
+	__u64 addr;           /* its task_struct: exit_state says whether it was reaped */
+	__u64 pm_start_ns;    /* with pm_tgid, its postmaster */
+	__u32 pm_tgid;
+	__u32 status;
 };
 
 struct ancestor {

@@ -424,7 +424,7 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 		if (comm_is_server(task->group_leader->comm) && watch_of(key.tgid, key.start_ns))
 			send = true;
 		else if (parent_watch)
-			send = crashes || (recorded && !birth) || (parent_watch->flags & WATCH_RESETTING);
+			send = crashes || (recorded && !birth) || resetting(parent_watch, parent_tgid);
 	}
 	if (parent_watch && crashes)
 		begin_reset(parent_watch);
@@ -485,8 +485,33 @@ int BPF_PROG(handle_exit_live, struct task_struct *task)
 	return thread_exit(task, task->signal->live.counter == 0, true);
 }
 
-#define EXIT_ZOMBIE 0x20 /* include/linux/sched.h */
 #define MAX_CHILDREN_WALKED 1024
+
+/* What report_if_reaped needs of the postmaster that waits. */
+struct wait_ctx {
+	struct task_ref pm;
+};
+
+/* A zombie noticed for this postmaster that is no longer one was reaped by
+ * an earlier wait that did not see it yet (handle_wait): reported now. */
+static long report_if_reaped(struct bpf_map *map, struct proc_key *key, struct zombie *z, struct wait_ctx *c)
+{
+	if (z->pm_tgid != c->pm.tgid || z->pm_start_ns != c->pm.start_ns)
+		return 0;
+	struct task_struct *t = (struct task_struct *)z->addr;
+	if (BPF_CORE_READ(t, exit_state) == EXIT_ZOMBIE && BPF_CORE_READ(t, start_boottime) == key->start_ns)
+		return 0;
+	struct event *e = reserve_event(EVENT_REAP);
+	if (e) {
+		e->exit_status = z->status;
+		e->flags |= EVENT_REAPED_EARLIER;
+		e->task = z->task;
+		e->parent = c->pm;
+		bpf_ringbuf_submit(e, 0);
+	}
+	forget_zombie(key, c->pm.tgid);
+	return 0;
+}
 
 /* A watched postmaster calls waitpid(-1) (its reaper loops on it). The
  * kernel's do_wait() hands out the first child in its children list that is
@@ -495,8 +520,11 @@ int BPF_PROG(handle_exit_live, struct task_struct *task)
  * the order in which PostgreSQL decides what deaths mean: the first crash
  * it reaps while running is the one it logs and acts on, and the rest of
  * the reset it ignores, whatever order they died in. Looked at only while a
- * child that matters is a zombie (signals.bpf.c notice_zombie); the call
- * that finds none ends that. */
+ * child that matters is a zombie (signals.bpf.c notice_zombie): until a
+ * call finds none, and while a noticed one is not reported. This
+ * tracepoint runs before do_wait() takes the tasklist lock, so a child can
+ * become a zombie in between and be the one reaped: the next call finds it
+ * gone and reports it first. */
 SEC("tp_btf/sched_process_wait")
 int BPF_PROG(handle_wait, struct pid *pid)
 {
@@ -504,8 +532,14 @@ int BPF_PROG(handle_wait, struct pid *pid)
 	if (!comm_is_server(pm->comm))
 		return 0;
 	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
-	if (!w || !(w->flags & WATCH_ZOMBIES) || pid)
+	if (!w || !((w->flags & WATCH_ZOMBIES) || w->zombies) || pid)
 		return 0; /* pid: waiting for one child, not the reaper's waitpid(-1) */
+
+	if (w->zombies) {
+		struct wait_ctx c = {};
+		read_task_ref(pm, &c.pm);
+		bpf_for_each_map_elem(&zombies, report_if_reaped, &c, 0);
+	}
 
 	__u64 pos = (__u64)BPF_CORE_READ(pm, children.next);
 	__u64 head = (__u64)&pm->children;
@@ -532,8 +566,10 @@ int BPF_PROG(handle_wait, struct pid *pid)
 		}
 		return 0;
 	}
+	struct proc_key key = { .tgid = BPF_CORE_READ(zombie, tgid), .start_ns = BPF_CORE_READ(zombie, start_boottime) };
+	forget_zombie(&key, pm->tgid);
 	__u32 status = exit_status_of(zombie);
-	if (!status_crashes(status) && !(w->flags & WATCH_RESETTING))
+	if (!status_crashes(status) && !resetting(w, pm->tgid))
 		return 0; /* a clean exit while running changes nothing */
 	struct event *e = reserve_event(EVENT_REAP);
 	if (!e)

@@ -40,6 +40,27 @@ struct {
 	__type(value, struct watch);
 } watched SEC(".maps");
 
+/* When user space saw each postmaster's last reset end (boot ns): a map of
+ * its own, so that user space never rewrites a watch the programs update. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} reset_ends SEC(".maps");
+
+/* Zombies of watched postmasters that matter (crash statuses, and every
+ * exit while resetting), added at their SIGCHLD and removed when the wait
+ * that reaps them is reported. A waitpid(-1) can reap a child that became
+ * a zombie after its tracepoint looked (handle_wait): the next wait finds
+ * it gone and reports that reap then, before its own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct proc_key);
+	__type(value, struct zombie);
+} zombies SEC(".maps");
+
 /* Deaths already reported, for the few cases where two programs (or two
  * threads) can each see the same death: a process and its parent dying at
  * once, and group exits before Linux 6.16. Whoever inserts first reports. */
@@ -74,13 +95,31 @@ static __always_inline struct watch *watch_of(__u32 tgid, __u64 start_ns)
 }
 
 /* A crash begins a postmaster's reset, flagged here, in the kernel, so that
- * no clean exit slips through before user space hears of the crash. User
- * space clears the flag when it sees recovery end, unless reset_at_ns, the
- * last crash, says a new reset began after that. */
+ * no clean exit slips through before user space hears of the crash. It
+ * lasts until user space sees recovery end (reset_ends) after reset_at_ns,
+ * the last crash. */
 static __always_inline void begin_reset(struct watch *w)
 {
 	w->reset_at_ns = bpf_ktime_get_boot_ns();
 	w->flags |= WATCH_RESETTING; /* racing CPUs set the same bit */
+}
+
+static __always_inline bool resetting(struct watch *w, __u32 pm_tgid)
+{
+	if (!(w->flags & WATCH_RESETTING))
+		return false;
+	__u64 *end = bpf_map_lookup_elem(&reset_ends, &pm_tgid);
+	return !end || *end < w->reset_at_ns;
+}
+
+/* Forgets a noticed zombie once its reap is reported (handle_wait). */
+static __always_inline void forget_zombie(struct proc_key *key, __u32 pm_tgid)
+{
+	if (bpf_map_delete_elem(&zombies, key) == 0) {
+		struct watch *w = bpf_map_lookup_elem(&watched, &pm_tgid);
+		if (w)
+			__sync_fetch_and_add(&w->zombies, -1); /* -mcpu=v1: an add whose result is unused */
+	}
 }
 
 /* Claims the report of a death: true for the first caller only. */

@@ -78,8 +78,21 @@ static __always_inline int notice_zombie(__u64 info_addr, struct task_struct *pa
 		status = value & 0x7f;
 	else
 		return 0; /* stopped or continued: no death */
-	if (status_crashes(status) || (w->flags & WATCH_RESETTING))
-		w->flags |= WATCH_ZOMBIES;
+	if (!status_crashes(status) && !resetting(w, parent->tgid))
+		return 0;
+	w->flags |= WATCH_ZOMBIES;
+	/* The zombie is the current task's group leader when its own exit or
+	 * its last thread's release notifies (not when its dying parent hands
+	 * it over, reparent_leader(): then current is that parent). */
+	struct task_struct *child = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), group_leader);
+	if (BPF_CORE_READ(child, exit_state) != EXIT_ZOMBIE || BPF_CORE_READ(child, real_parent, tgid) != parent->tgid)
+		return 0;
+	struct proc_key key = { .tgid = BPF_CORE_READ(child, tgid), .start_ns = BPF_CORE_READ(child, start_boottime) };
+	struct zombie z = { .addr = (__u64)child, .pm_start_ns = parent->group_leader->start_boottime,
+			    .pm_tgid = parent->tgid, .status = status };
+	read_task_ref(child, &z.task);
+	if (bpf_map_update_elem(&zombies, &key, &z, BPF_NOEXIST) == 0)
+		__sync_fetch_and_add(&w->zombies, 1);
 	return 0;
 }
 
@@ -94,7 +107,7 @@ static __always_inline int notice_pmsignal(struct task_struct *pm, struct task_s
 	if (!comm_is_server(pm->comm))
 		return 0;
 	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
-	if (w && (w->flags & WATCH_RESETTING) && BPF_CORE_READ(sender, real_parent, tgid) == pm->tgid) {
+	if (w && resetting(w, pm->tgid) && BPF_CORE_READ(sender, real_parent, tgid) == pm->tgid) {
 		w->redo_sender_ns = process_start_ns(sender);
 		w->flags |= WATCH_REDO_SIGNALLED;
 	}

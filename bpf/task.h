@@ -26,6 +26,8 @@ static __always_inline struct kernfs_node *kernfs_parent(struct kernfs_node *kn)
 	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
 }
 
+#define EXIT_ZOMBIE 0x20 /* task->exit_state, include/linux/sched.h */
+
 static __always_inline __u64 process_start_ns(struct task_struct *t)
 {
 	return BPF_CORE_READ(t, group_leader, start_boottime);

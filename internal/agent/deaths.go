@@ -45,6 +45,11 @@ type run struct {
 	// redoPending: the start of the child whose pmsignal waits for the end
 	// of the reaping pass (PostgreSQL 16+); 0 when none waits.
 	redoPending uint64
+	// reaped: the last children whose reap was applied, so that a second
+	// report of one (the kernel reaped another child at the call that
+	// named it) changes nothing.
+	reaped  [8]event.ProcessKey
+	nReaped int
 }
 
 // death is a child's death, with what is known about it.
@@ -135,9 +140,15 @@ func (a *Agent) onReap(ev *event.Event) {
 		return
 	}
 	r := a.run(pm)
+	key := ev.Task.Key()
+	if slices.Contains(r.reaped[:], key) {
+		return
+	}
+	r.reaped[r.nReaped%len(r.reaped)] = key
+	r.nReaped++
 	d := r.dying[ev.Task.NSPid]
 	delete(r.dying, ev.Task.NSPid)
-	if d == nil || d.ev.Task.Key() != ev.Task.Key() {
+	if d == nil || d.ev.Task.Key() != key {
 		// Not seen dying (its exit event lost, or a reused pid): the reap
 		// says enough to decide.
 		proc := a.cfg.Table.Lookup(ev.Task.Key())

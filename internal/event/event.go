@@ -122,6 +122,9 @@ const (
 	HasPreviousExec Flags = 1 << 7
 	// ZombiesPending: pmsignal delivered while zombies awaited reaping.
 	ZombiesPending Flags = 1 << 8
+	// ReapedEarlier: a reap found at the postmaster's next wait, made by
+	// one whose tracepoint ran before the child was a zombie.
+	ReapedEarlier Flags = 1 << 9
 )
 
 // Ancestor is one step of the chain above a process at its birth.

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/orphanwatch/orphanwatch/internal/event"
@@ -186,12 +188,18 @@ func TestKernelCrashFlagsAResetUntilUserSpaceEndsIt(t *testing.T) {
 			return ev.Kind == event.KindExit && ev.Parent.PID == uint32(init) && ev.Status == 0
 		})
 	}
+	// As the programs read it (maps.h resetting): flagged by the last
+	// crash, and not ended by user space since.
 	resetting := func() bool {
 		var w lifecycleWatch
 		if err := c.probe.lifecycle.Watched.Lookup(key.PID, &w); err != nil {
 			t.Fatal(err)
 		}
-		return w.Flags&uint32(lifecycleWatchFlagWATCH_RESETTING) != 0
+		var end uint64
+		if err := c.probe.lifecycle.ResetEnds.Lookup(key.PID, &end); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Fatal(err)
+		}
+		return w.Flags&uint32(lifecycleWatchFlagWATCH_RESETTING) != 0 && end < w.ResetAtNs
 	}
 	fmt.Fprintln(step, 0)
 	time.Sleep(200 * time.Millisecond)

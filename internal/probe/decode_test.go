@@ -98,6 +98,7 @@ func TestFlagsMatchTheBPFHeader(t *testing.T) {
 		{"adopted", uint32(event.Adopted), uint32(lifecycleEventFlagEVENT_ADOPTED)},
 		{"reaper guessed", uint32(event.ReaperGuessed), uint32(lifecycleEventFlagEVENT_REAPER_GUESSED)},
 		{"cgroup v1", uint32(event.CgroupV1), uint32(lifecycleEventFlagEVENT_CGROUP_V1)},
+		{"reaped earlier", uint32(event.ReapedEarlier), uint32(lifecycleEventFlagEVENT_REAPED_EARLIER)},
 		{"forked", uint32(event.BirthForked), uint32(lifecycleBirthFlagBIRTH_FORKED)},
 		{"execed", uint32(event.BirthExeced), uint32(lifecycleBirthFlagBIRTH_EXECED)},
 		{"walked", uint32(event.BirthWalked), uint32(lifecycleBirthFlagBIRTH_WALKED)},

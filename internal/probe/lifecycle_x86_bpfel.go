@@ -119,6 +119,7 @@ const (
 	lifecycleEventFlagEVENT_DEAD              lifecycleEventFlag = 64
 	lifecycleEventFlagEVENT_HAS_PREVIOUS_EXEC lifecycleEventFlag = 128
 	lifecycleEventFlagEVENT_ZOMBIES_PENDING   lifecycleEventFlag = 256
+	lifecycleEventFlagEVENT_REAPED_EARLIER    lifecycleEventFlag = 512
 )
 
 type lifecycleEventKind uint32
@@ -199,7 +200,7 @@ type lifecycleWatch struct {
 	ResetAtNs    uint64
 	RedoSenderNs uint64
 	Flags        uint32
-	Pad          uint32
+	Zombies      uint32
 }
 
 type lifecycleWatchFlag uint32
@@ -211,6 +212,24 @@ const (
 	lifecycleWatchFlagWATCH_PMSIGNAL_WAITS lifecycleWatchFlag = 8
 )
 
+type lifecycleZombie struct {
+	_    structs.HostLayout
+	Task struct {
+		_       structs.HostLayout
+		StartNs uint64
+		PidNs   uint64
+		Tgid    uint32
+		NsPid   uint32
+		NsLevel uint32
+		Flags   uint32
+		Comm    [16]int8
+	}
+	Addr      uint64
+	PmStartNs uint64
+	PmTgid    uint32
+	Status    uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -221,8 +240,10 @@ const (
 	lifecycleMapEvents           = "events"
 	lifecycleMapExecs            = "execs"
 	lifecycleMapHanded           = "handed"
+	lifecycleMapResetEnds        = "reset_ends"
 	lifecycleMapSignals          = "signals"
 	lifecycleMapWatched          = "watched"
+	lifecycleMapZombies          = "zombies"
 	lifecycleProgHandleExec      = "handle_exec"
 	lifecycleProgHandleExit      = "handle_exit"
 	lifecycleProgHandleExitLive  = "handle_exit_live"
@@ -290,14 +311,16 @@ type lifecycleProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lifecycleMapSpecs struct {
-	Births   *ebpf.MapSpec `ebpf:"births"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Deaths   *ebpf.MapSpec `ebpf:"deaths"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Execs    *ebpf.MapSpec `ebpf:"execs"`
-	Handed   *ebpf.MapSpec `ebpf:"handed"`
-	Signals  *ebpf.MapSpec `ebpf:"signals"`
-	Watched  *ebpf.MapSpec `ebpf:"watched"`
+	Births    *ebpf.MapSpec `ebpf:"births"`
+	Counters  *ebpf.MapSpec `ebpf:"counters"`
+	Deaths    *ebpf.MapSpec `ebpf:"deaths"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Execs     *ebpf.MapSpec `ebpf:"execs"`
+	Handed    *ebpf.MapSpec `ebpf:"handed"`
+	ResetEnds *ebpf.MapSpec `ebpf:"reset_ends"`
+	Signals   *ebpf.MapSpec `ebpf:"signals"`
+	Watched   *ebpf.MapSpec `ebpf:"watched"`
+	Zombies   *ebpf.MapSpec `ebpf:"zombies"`
 }
 
 // lifecycleVariableSpecs contains global variables before they are loaded into the kernel.
@@ -333,14 +356,16 @@ func (o *lifecycleObjects) Close() error {
 //
 // It can be passed to loadLifecycleObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lifecycleMaps struct {
-	Births   *ebpf.Map `ebpf:"births"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Deaths   *ebpf.Map `ebpf:"deaths"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Execs    *ebpf.Map `ebpf:"execs"`
-	Handed   *ebpf.Map `ebpf:"handed"`
-	Signals  *ebpf.Map `ebpf:"signals"`
-	Watched  *ebpf.Map `ebpf:"watched"`
+	Births    *ebpf.Map `ebpf:"births"`
+	Counters  *ebpf.Map `ebpf:"counters"`
+	Deaths    *ebpf.Map `ebpf:"deaths"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Execs     *ebpf.Map `ebpf:"execs"`
+	Handed    *ebpf.Map `ebpf:"handed"`
+	ResetEnds *ebpf.Map `ebpf:"reset_ends"`
+	Signals   *ebpf.Map `ebpf:"signals"`
+	Watched   *ebpf.Map `ebpf:"watched"`
+	Zombies   *ebpf.Map `ebpf:"zombies"`
 }
 
 func (m *lifecycleMaps) Close() error {
@@ -351,8 +376,10 @@ func (m *lifecycleMaps) Close() error {
 		m.Events,
 		m.Execs,
 		m.Handed,
+		m.ResetEnds,
 		m.Signals,
 		m.Watched,
+		m.Zombies,
 	)
 }
 

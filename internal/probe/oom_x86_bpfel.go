@@ -21,8 +21,10 @@ const (
 	oomMapDeaths            = "deaths"
 	oomMapEvents            = "events"
 	oomMapExecs             = "execs"
+	oomMapResetEnds         = "reset_ends"
 	oomMapSignals           = "signals"
 	oomMapWatched           = "watched"
+	oomMapZombies           = "zombies"
 	oomProgHandleMarkVictim = "handle_mark_victim"
 )
 
@@ -75,13 +77,15 @@ type oomProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomMapSpecs struct {
-	Births   *ebpf.MapSpec `ebpf:"births"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Deaths   *ebpf.MapSpec `ebpf:"deaths"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Execs    *ebpf.MapSpec `ebpf:"execs"`
-	Signals  *ebpf.MapSpec `ebpf:"signals"`
-	Watched  *ebpf.MapSpec `ebpf:"watched"`
+	Births    *ebpf.MapSpec `ebpf:"births"`
+	Counters  *ebpf.MapSpec `ebpf:"counters"`
+	Deaths    *ebpf.MapSpec `ebpf:"deaths"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Execs     *ebpf.MapSpec `ebpf:"execs"`
+	ResetEnds *ebpf.MapSpec `ebpf:"reset_ends"`
+	Signals   *ebpf.MapSpec `ebpf:"signals"`
+	Watched   *ebpf.MapSpec `ebpf:"watched"`
+	Zombies   *ebpf.MapSpec `ebpf:"zombies"`
 }
 
 // oomVariableSpecs contains global variables before they are loaded into the kernel.
@@ -110,13 +114,15 @@ func (o *oomObjects) Close() error {
 //
 // It can be passed to loadOomObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomMaps struct {
-	Births   *ebpf.Map `ebpf:"births"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Deaths   *ebpf.Map `ebpf:"deaths"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Execs    *ebpf.Map `ebpf:"execs"`
-	Signals  *ebpf.Map `ebpf:"signals"`
-	Watched  *ebpf.Map `ebpf:"watched"`
+	Births    *ebpf.Map `ebpf:"births"`
+	Counters  *ebpf.Map `ebpf:"counters"`
+	Deaths    *ebpf.Map `ebpf:"deaths"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Execs     *ebpf.Map `ebpf:"execs"`
+	ResetEnds *ebpf.Map `ebpf:"reset_ends"`
+	Signals   *ebpf.Map `ebpf:"signals"`
+	Watched   *ebpf.Map `ebpf:"watched"`
+	Zombies   *ebpf.Map `ebpf:"zombies"`
 }
 
 func (m *oomMaps) Close() error {
@@ -126,8 +132,10 @@ func (m *oomMaps) Close() error {
 		m.Deaths,
 		m.Events,
 		m.Execs,
+		m.ResetEnds,
 		m.Signals,
 		m.Watched,
+		m.Zombies,
 	)
 }
 

@@ -190,13 +190,15 @@ func Load(cfg Config) (_ *Probe, err error) {
 
 	// The other objects use the lifecycle object's maps, not their own copies.
 	opts.MapReplacements = map[string]*ebpf.Map{
-		lifecycleMapEvents:   p.lifecycle.Events,
-		lifecycleMapBirths:   p.lifecycle.Births,
-		lifecycleMapExecs:    p.lifecycle.Execs,
-		lifecycleMapWatched:  p.lifecycle.Watched,
-		lifecycleMapSignals:  p.lifecycle.Signals,
-		lifecycleMapCounters: p.lifecycle.Counters,
-		lifecycleMapDeaths:   p.lifecycle.Deaths,
+		lifecycleMapEvents:    p.lifecycle.Events,
+		lifecycleMapBirths:    p.lifecycle.Births,
+		lifecycleMapExecs:     p.lifecycle.Execs,
+		lifecycleMapWatched:   p.lifecycle.Watched,
+		lifecycleMapSignals:   p.lifecycle.Signals,
+		lifecycleMapCounters:  p.lifecycle.Counters,
+		lifecycleMapDeaths:    p.lifecycle.Deaths,
+		lifecycleMapResetEnds: p.lifecycle.ResetEnds,
+		lifecycleMapZombies:   p.lifecycle.Zombies,
 	}
 	signals, err := loadSignals()
 	if err != nil {
@@ -559,6 +561,11 @@ func (p *Probe) Malformed() uint64 { return p.malformed.Load() }
 func (p *Probe) Watch(key event.ProcessKey) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// A reset's end left by an earlier process of that pid must not end
+	// this one's first reset.
+	if err := p.lifecycle.ResetEnds.Delete(key.PID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
+	}
 	if err := p.lifecycle.Watched.Put(key.PID, lifecycleWatch{StartTicks: key.StartTicks}); err != nil {
 		return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
 	}
@@ -579,18 +586,9 @@ func (p *Probe) Watch(key event.ProcessKey) error {
 // flags a reset itself when a crash happens, so a flag it set after at, for
 // a new crash, is kept.
 func (p *Probe) EndReset(key event.ProcessKey, at uint64) error {
-	var w lifecycleWatch
-	if err := p.lifecycle.Watched.Lookup(key.PID, &w); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		return fmt.Errorf("reading postmaster %d's watch: %w", key.PID, err)
-	}
-	if w.StartTicks != key.StartTicks || w.ResetAtNs > at {
-		return nil
-	}
-	w.Flags &^= uint32(lifecycleWatchFlagWATCH_RESETTING)
-	if err := p.lifecycle.Watched.Update(key.PID, w, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	// A map of its own: rewriting the watch would undo what the programs
+	// wrote to it meanwhile (a new reset, zombies noticed).
+	if err := p.lifecycle.ResetEnds.Put(key.PID, at); err != nil {
 		return fmt.Errorf("ending postmaster %d's reset: %w", key.PID, err)
 	}
 	return nil
@@ -601,6 +599,7 @@ func (p *Probe) EndReset(key event.ProcessKey, at uint64) error {
 func (p *Probe) Unwatch(pid uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.lifecycle.ResetEnds.Delete(pid) // nothing to do if absent
 	err := p.lifecycle.Watched.Delete(pid)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unwatching postmaster %d: %w", pid, err)

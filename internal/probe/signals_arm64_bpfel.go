@@ -21,8 +21,10 @@ const (
 	signalsMapDeaths                = "deaths"
 	signalsMapEvents                = "events"
 	signalsMapExecs                 = "execs"
+	signalsMapResetEnds             = "reset_ends"
 	signalsMapSignals               = "signals"
 	signalsMapWatched               = "watched"
+	signalsMapZombies               = "zombies"
 	signalsProgHandleSignalDeliver  = "handle_signal_deliver"
 	signalsProgHandleSignalGenerate = "handle_signal_generate"
 	signalsVarCrashExitCode         = "crash_exit_code"
@@ -79,13 +81,15 @@ type signalsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type signalsMapSpecs struct {
-	Births   *ebpf.MapSpec `ebpf:"births"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Deaths   *ebpf.MapSpec `ebpf:"deaths"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Execs    *ebpf.MapSpec `ebpf:"execs"`
-	Signals  *ebpf.MapSpec `ebpf:"signals"`
-	Watched  *ebpf.MapSpec `ebpf:"watched"`
+	Births    *ebpf.MapSpec `ebpf:"births"`
+	Counters  *ebpf.MapSpec `ebpf:"counters"`
+	Deaths    *ebpf.MapSpec `ebpf:"deaths"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Execs     *ebpf.MapSpec `ebpf:"execs"`
+	ResetEnds *ebpf.MapSpec `ebpf:"reset_ends"`
+	Signals   *ebpf.MapSpec `ebpf:"signals"`
+	Watched   *ebpf.MapSpec `ebpf:"watched"`
+	Zombies   *ebpf.MapSpec `ebpf:"zombies"`
 }
 
 // signalsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -116,13 +120,15 @@ func (o *signalsObjects) Close() error {
 //
 // It can be passed to loadSignalsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type signalsMaps struct {
-	Births   *ebpf.Map `ebpf:"births"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Deaths   *ebpf.Map `ebpf:"deaths"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Execs    *ebpf.Map `ebpf:"execs"`
-	Signals  *ebpf.Map `ebpf:"signals"`
-	Watched  *ebpf.Map `ebpf:"watched"`
+	Births    *ebpf.Map `ebpf:"births"`
+	Counters  *ebpf.Map `ebpf:"counters"`
+	Deaths    *ebpf.Map `ebpf:"deaths"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Execs     *ebpf.Map `ebpf:"execs"`
+	ResetEnds *ebpf.Map `ebpf:"reset_ends"`
+	Signals   *ebpf.Map `ebpf:"signals"`
+	Watched   *ebpf.Map `ebpf:"watched"`
+	Zombies   *ebpf.Map `ebpf:"zombies"`
 }
 
 func (m *signalsMaps) Close() error {
@@ -132,8 +138,10 @@ func (m *signalsMaps) Close() error {
 		m.Deaths,
 		m.Events,
 		m.Execs,
+		m.ResetEnds,
 		m.Signals,
 		m.Watched,
+		m.Zombies,
 	)
 }
 

@@ -112,7 +112,7 @@ func TestKubernetesEventsOnThePod(t *testing.T) {
 		deadline := time.Now().Add(30 * time.Second)
 		for s.count(crash) < i+2 {
 			if time.Now().After(deadline) {
-				t.Fatalf("incident %d: %d crash-restart records; serve stderr:\n%s", i+1, s.count(crash), s.stderr)
+				t.Fatalf("incident %d: %d crash-restart records; %s\nserve stderr:\n%s", i+1, s.count(crash), s.unmatched(c), s.stderr)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -292,6 +292,36 @@ func (s *server) count(match func(*report.Record) bool) int {
 		}
 	}
 	return n
+}
+
+// unmatched says which crashes PostgreSQL logged have no crash-restart
+// record, and every record of those pids: what a failure needs to show.
+func (s *server) unmatched(c *testenv.PostgresContainer) string {
+	recorded := map[uint32]bool{}
+	for _, r := range s.records() {
+		if r.Verdict == "crash-restart" {
+			recorded[r.NSPid] = true
+		}
+	}
+	var b strings.Builder
+	for _, l := range testenv.CrashLines(c.Logs()) {
+		if recorded[l.NSPid] {
+			continue
+		}
+		fmt.Fprintf(&b, "no crash-restart record for %q; its records:", l.Text)
+		for _, r := range s.records() {
+			if r.NSPid == l.NSPid {
+				how := r.Signal
+				if r.ExitCode != nil {
+					how = fmt.Sprintf("exit %d", *r.ExitCode)
+				}
+				fmt.Fprintf(&b, "\n  %s %s pid %d %s %s", r.Time.Format("15:04:05.000"), r.Verdict, r.PID, r.Comm, how)
+			}
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "events lost %v, reaps missed %v", s.metric("orphanwatch_events_lost_total", ""), s.metric("orphanwatch_reaps_missed_total", ""))
+	return b.String()
 }
 
 // metric sums a metric's samples from serve's /metrics.
