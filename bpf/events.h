@@ -108,7 +108,6 @@ struct watch {
 	__u32 zombies;        /* its entries in the zombies map (atomic) */
 };
 
-
 /* A process as seen at one moment. */
 struct task_ref {
 	__u64 start_ns; /* group leader's start_boottime */

@@ -34,6 +34,9 @@ const volatile __u32 wakeup_bytes = 64 << 10;
 /* Set by user space once every program is attached: processes started
  * earlier have no birth record, and their exits are no evictions. */
 volatile __u64 attached_at_ns = ~0ULL;
+/* Set by user space: how many postmasters it watches. With none, no birth
+ * can matter, and exec (attached all the time) reads nothing but comm. */
+volatile __u32 watching = 0;
 #define MAX_CHILDREN_BOUND 256 /* probe.MaxChildrenBound: Go rejects a larger max_children */
 #define MAX_SUBREAPER_DEPTH 16
 #define MAX_THREADS_SCANNED 64
@@ -57,7 +60,7 @@ static __always_inline bool births_matter(struct task_struct *t)
 {
 	if (stream_all)
 		return true;
-	if (t->thread_pid->level == 0)
+	if (!watching || t->thread_pid->level == 0)
 		return false;
 	struct task_ref scratch = {};
 	struct pid_namespace *ns = read_ns(t, &scratch);

@@ -104,6 +104,8 @@ static __always_inline void begin_reset(struct watch *w)
 	w->flags |= WATCH_RESETTING; /* racing CPUs set the same bit */
 }
 
+/* Whether a postmaster is resetting after a crash, as far as the kernel
+ * knows: its children's clean exits matter then. */
 static __always_inline bool resetting(struct watch *w, __u32 pm_tgid)
 {
 	if (!(w->flags & WATCH_RESETTING))

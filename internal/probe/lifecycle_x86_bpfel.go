@@ -256,6 +256,7 @@ const (
 	lifecycleVarStreamAll        = "stream_all"
 	lifecycleVarUnusedBtfExports = "unused_btf_exports"
 	lifecycleVarWakeupBytes      = "wakeup_bytes"
+	lifecycleVarWatching         = "watching"
 )
 
 // loadLifecycle returns the embedded CollectionSpec for lifecycle.
@@ -334,6 +335,7 @@ type lifecycleVariableSpecs struct {
 	StreamAll        *ebpf.VariableSpec `ebpf:"stream_all"`
 	UnusedBtfExports *ebpf.VariableSpec `ebpf:"unused_btf_exports"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	Watching         *ebpf.VariableSpec `ebpf:"watching"`
 }
 
 // lifecycleObjects contains all objects after they have been loaded into the kernel.
@@ -394,6 +396,7 @@ type lifecycleVariables struct {
 	StreamAll        *ebpf.Variable `ebpf:"stream_all"`
 	UnusedBtfExports *ebpf.Variable `ebpf:"unused_btf_exports"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	Watching         *ebpf.Variable `ebpf:"watching"`
 }
 
 // lifecyclePrograms contains all programs after they have been loaded into the kernel.

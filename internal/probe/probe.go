@@ -570,11 +570,15 @@ func (p *Probe) Watch(key event.ProcessKey) error {
 		return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
 	}
 	p.watched[key.PID] = struct{}{}
+	if err := p.lifecycle.Watching.Set(uint32(len(p.watched))); err != nil {
+		return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
+	}
 	if p.onDemand && len(p.watched) == 1 {
 		p.switches++
 		if err := p.attach(true); err != nil {
 			delete(p.watched, key.PID)
 			p.lifecycle.Watched.Delete(key.PID)
+			p.lifecycle.Watching.Set(uint32(len(p.watched))) // a .bss variable: cannot fail once loaded
 			return fmt.Errorf("watching postmaster %d: %w", key.PID, err)
 		}
 	}
@@ -594,18 +598,40 @@ func (p *Probe) EndReset(key event.ProcessKey, at uint64) error {
 	return nil
 }
 
+// forgetZombies deletes the zombies noted for a postmaster that is gone:
+// no wait of its will report them.
+func (p *Probe) forgetZombies(pm uint32) {
+	var (
+		key   lifecycleProcKey
+		z     lifecycleZombie
+		stale []lifecycleProcKey
+	)
+	for it := p.lifecycle.Zombies.Iterate(); it.Next(&key, &z); {
+		if z.PmTgid == pm {
+			stale = append(stale, key)
+		}
+	}
+	for _, k := range stale {
+		p.lifecycle.Zombies.Delete(k) // gone already: nothing to do
+	}
+}
+
 // Unwatch forgets a postmaster that exited. The last one gone detaches the
 // on-demand programs.
 func (p *Probe) Unwatch(pid uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.lifecycle.ResetEnds.Delete(pid) // nothing to do if absent
+	p.forgetZombies(pid)
 	err := p.lifecycle.Watched.Delete(pid)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unwatching postmaster %d: %w", pid, err)
 	}
 	_, was := p.watched[pid]
 	delete(p.watched, pid)
+	if err := p.lifecycle.Watching.Set(uint32(len(p.watched))); err != nil {
+		return fmt.Errorf("unwatching postmaster %d: %w", pid, err)
+	}
 	if p.onDemand && was && len(p.watched) == 0 {
 		p.switches++
 		return p.detachOnDemand()

@@ -86,10 +86,17 @@ type Result struct {
 	// child's exit 0 or 1 ("untracked child process (PID n) exited with
 	// exit code 0"), against the adopted records that predict a line
 	// (postgres_log). Up to 17 there is neither.
-	CleanExits  CleanExitStats
-	Counters    Counters
-	TraceStderr string
-	Elapsed     time.Duration
+	CleanExits CleanExitStats
+	// ServerCrashes are crash lines of the postmaster's own server
+	// processes, each matched by a server-crash record (pid, status,
+	// time): not an orphan's doing, so outside the table. One example: a
+	// backend told to quit by a reset's SIGQUIT exits 2 after the startup
+	// process, too late for that SIGQUIT, ended the reset; PostgreSQL logs
+	// it as a new crash.
+	ServerCrashes []*CrashLine
+	Counters      Counters
+	TraceStderr   string
+	Elapsed       time.Duration
 }
 
 // Passed: 100% precision and recall, every predicted log line right, and
@@ -162,7 +169,7 @@ func judge(run *runner, rounds []*Round) *Result {
 			}
 			lines = append(lines, &CrashLine{ChildExit: e, Instance: inst.Index})
 		}
-		var mine, others []*TraceRecord
+		var mine, others, servers []*TraceRecord
 		for i := range records {
 			rec := &records[i]
 			// The kernel reuses pids (the host's wrap every few seconds
@@ -179,8 +186,11 @@ func judge(run *runner, rounds []*Round) *Result {
 				continue
 			}
 			others = append(others, rec)
-			if rec.Verdict == "crash-restart" {
+			switch {
+			case rec.Verdict == "crash-restart":
 				mine = append(mine, rec)
+			case rec.Verdict == "server-crash" && rec.CrashRestart:
+				servers = append(servers, rec)
 			}
 			if rec.Verdict == "crash-restart-confirmed" && rec.Trigger == nil {
 				res.Unconfirmed = append(res.Unconfirmed, *rec)
@@ -188,6 +198,16 @@ func judge(run *runner, rounds []*Round) *Result {
 		}
 		res.judgeCleanExits(rounds, inst, others)
 		pairs := match(lines, mine)
+		var orphans []*CrashLine
+		serverPairs := match(unpaired(lines, pairs), servers)
+		for _, l := range lines {
+			if serverPairs[l] != nil {
+				res.ServerCrashes = append(res.ServerCrashes, l)
+			} else {
+				orphans = append(orphans, l)
+			}
+		}
+		lines = orphans
 		matchedRec := map[*TraceRecord]*CrashLine{}
 		for _, l := range lines {
 			round := attribute(rounds, inst.Index, l.NSPid, 0, l.Time)
@@ -332,6 +352,17 @@ func match(lines []*CrashLine, records []*TraceRecord) map[*CrashLine]*TraceReco
 		if out[p.l] == nil && !used[p.r] {
 			out[p.l] = p.r
 			used[p.r] = true
+		}
+	}
+	return out
+}
+
+// unpaired: the lines match left without a record.
+func unpaired(lines []*CrashLine, pairs map[*CrashLine]*TraceRecord) []*CrashLine {
+	var out []*CrashLine
+	for _, l := range lines {
+		if pairs[l] == nil {
+			out = append(out, l)
 		}
 	}
 	return out

@@ -100,6 +100,9 @@ func (res *Result) Print(w io.Writer) {
 		}
 	}
 
+	for _, l := range res.ServerCrashes {
+		fmt.Fprintf(w, "\nserver process crash (cluster %d, line %d), matched by a server-crash record, outside the table: %s\n", l.Instance, l.Number, l.Text)
+	}
 	for _, l := range res.Unattributed {
 		fmt.Fprintf(w, "\ncrash line no round accounts for (cluster %d, line %d): %s\n", l.Instance, l.Number, l.Text)
 	}
