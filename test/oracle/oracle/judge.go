@@ -189,7 +189,7 @@ func judge(run *runner, rounds []*Round) *Result {
 			switch {
 			case rec.Verdict == "crash-restart":
 				mine = append(mine, rec)
-			case rec.Verdict == "server-crash" && rec.CrashRestart:
+			case rec.Verdict == "server-crash": // verdict.OnDeath: one it took for a crash
 				servers = append(servers, rec)
 			}
 			if rec.Verdict == "crash-restart-confirmed" && rec.Trigger == nil {
