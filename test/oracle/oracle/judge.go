@@ -88,8 +88,9 @@ type Result struct {
 	// (postgres_log). Up to 17 there is neither.
 	CleanExits CleanExitStats
 	// ServerCrashes are crash lines of the postmaster's own server
-	// processes, each matched by a server-crash record (pid, status,
-	// time): not an orphan's doing, so outside the table. One example: a
+	// processes (no round started them), each matched by a server-crash
+	// record (pid, status, time): not an orphan's doing, so outside the
+	// table. One example: a
 	// backend told to quit by a reset's SIGQUIT exits 2 after the startup
 	// process, too late for that SIGQUIT, ended the reset; PostgreSQL logs
 	// it as a new crash.
@@ -201,7 +202,10 @@ func judge(run *runner, rounds []*Round) *Result {
 		var orphans []*CrashLine
 		serverPairs := match(unpaired(lines, pairs), servers)
 		for _, l := range lines {
-			if serverPairs[l] != nil {
+			// Only for a process no round started: a round's processes
+			// are all adoptees, and one taken for a server process is a
+			// miss all the same.
+			if serverPairs[l] != nil && attribute(rounds, inst.Index, l.NSPid, 0, l.Time) == nil {
 				res.ServerCrashes = append(res.ServerCrashes, l)
 			} else {
 				orphans = append(orphans, l)
