@@ -264,7 +264,7 @@ func (t *Table) AddPostmaster(pid int, ppidIsServer bool) (*Postmaster, error) {
 	}
 	pm.PidNS, _ = t.fs.PidNamespace(pid)
 	if cgroups, err := t.fs.Cgroups(pid); err == nil {
-		pm.Container = containerOf(cgroups)
+		pm.Container = container.FromCgroups(cgroups)
 	}
 	t.describe(pm)
 	t.mu.Lock()
@@ -336,20 +336,6 @@ func isDataDirSetting(s string) bool {
 func settingValue(s string) string {
 	_, v, _ := strings.Cut(s, "=")
 	return v
-}
-
-// containerOf picks the cgroup path a runtime names containers by: the v2
-// hierarchy, or v1's memory controller (as the kernel side does).
-func containerOf(cgroups map[string]string) container.Ref {
-	if ref := container.FromPath(cgroups[""]); !ref.IsZero() {
-		return ref
-	}
-	for controllers, path := range cgroups {
-		if slices.Contains(strings.Split(controllers, ","), "memory") {
-			return container.FromPath(path)
-		}
-	}
-	return container.Ref{}
 }
 
 // Seed learns from /proc the postmasters running now and their children:
