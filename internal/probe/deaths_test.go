@@ -257,8 +257,7 @@ func TestKernelExitLiveProgramReportsOneExit(t *testing.T) {
 // its real death, later, is reported with its real status.
 func TestKernelLeaderThreadExitIsNotADeath(t *testing.T) {
 	c := startProbe(t, Config{})
-	testenv.RequireCommands(t, "cc")
-	bin := buildLeaderExits(t)
+	bin := testenv.LeaderExitsProgram(t)
 	init, _, _ := startPostmasterNamespace(t, c, fmt.Sprintf(`sh -c '%s & sleep 0.5; exit 0'; sleep 60`, bin))
 	adoption := c.waitFor(t, "adoption", func(ev *event.Event) bool {
 		return ev.Kind == event.KindAdoption && ev.Parent.PID == uint32(init)
@@ -274,23 +273,4 @@ func TestKernelLeaderThreadExitIsNotADeath(t *testing.T) {
 	if n := len(c.deathsOf(int(adoption.Task.PID))); n != 1 {
 		t.Errorf("%d reports of its death, want 1", n)
 	}
-}
-
-// buildLeaderExits compiles a program whose main thread calls pthread_exit
-// while a second thread sleeps on.
-func buildLeaderExits(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "leader.c")
-	os.WriteFile(src, []byte(`#include <pthread.h>
-#include <unistd.h>
-static void *sleeper(void *arg) { (void)arg; sleep(60); return 0; }
-int main(void) { pthread_t t; pthread_create(&t, 0, sleeper, 0); pthread_exit(0); }
-`), 0o644)
-	bin := filepath.Join(dir, "leader")
-	if out, err := exec.Command("cc", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
-		t.Fatalf("cc: %v: %s", err, out)
-	}
-	os.Chmod(dir, 0o755)
-	return bin
 }

@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"testing"
 )
 
 // BuildBinary builds cmd/orphanwatch once per process and returns its path:
@@ -60,4 +61,27 @@ func TemplateDataDir() (string, error) {
 	uid, _ := strconv.Atoi(pg.Uid)
 	gid, _ := strconv.Atoi(pg.Gid)
 	return templateCluster(uid, gid)
+}
+
+// LeaderExitsProgram compiles (with cc) a program whose main thread calls
+// pthread_exit while a second thread sleeps on: a process whose leader
+// thread ended is still alive. Readable by any user.
+func LeaderExitsProgram(t testing.TB) string {
+	t.Helper()
+	RequireCommands(t, "cc")
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	src := filepath.Join(dir, "leader.c")
+	if err := os.WriteFile(src, []byte(`#include <pthread.h>
+#include <unistd.h>
+static void *sleeper(void *arg) { (void)arg; sleep(60); return 0; }
+int main(void) { pthread_t t; pthread_create(&t, 0, sleeper, 0); pthread_exit(0); }
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "leader")
+	if out, err := exec.Command("cc", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v: %s", err, out)
+	}
+	return bin
 }

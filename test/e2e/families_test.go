@@ -255,8 +255,7 @@ func TestOrphanKilledDuringAShutdown(t *testing.T) {
 // the one PostgreSQL logs.
 func TestAdopteeWhoseLeaderThreadExitedFirst(t *testing.T) {
 	testenv.RequirePostgres(t)
-	testenv.RequireCommands(t, "cc")
-	bin := leaderExitsProgram(t)
+	bin := testenv.LeaderExitsProgram(t)
 	tr := testenv.StartTrace(t)
 	c := testenv.StartCluster(t, testenv.ClusterOptions{})
 	pid := nsExec(t, c, fmt.Sprintf(`%s >/dev/null 2>&1 & echo $!; exit`, bin))
@@ -268,24 +267,6 @@ func TestAdopteeWhoseLeaderThreadExitedFirst(t *testing.T) {
 	if lines := judge(t, tr, c); len(lines) != 1 || strconv.Itoa(int(lines[0].NSPid)) != pid {
 		t.Fatalf("PostgreSQL logged %+v, want the adoptee's death", lines)
 	}
-}
-
-// leaderExitsProgram compiles a program whose main thread exits first.
-func leaderExitsProgram(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	src := filepath.Join(dir, "leader.c")
-	os.WriteFile(src, []byte(`#include <pthread.h>
-#include <unistd.h>
-static void *sleeper(void *arg) { (void)arg; sleep(60); return 0; }
-int main(void) { pthread_t t; pthread_create(&t, 0, sleeper, 0); pthread_exit(0); }
-`), 0o644)
-	bin := filepath.Join(dir, "leader")
-	if out, err := exec.Command("cc", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
-		t.Fatalf("cc: %v: %s", err, out)
-	}
-	return bin
 }
 
 // A postmaster whose start event was lost (the agent's stdout stalled, the
