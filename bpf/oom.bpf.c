@@ -17,6 +17,21 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define MEMCG_DEPTH 8
 #define NEAR_LIMIT_PAGES 2048 /* 8 MiB of 4 KiB pages: a charge in flight and per-CPU stock */
 
+/* The victim's memory cgroup (its css), 0 where there is no memory
+ * controller. */
+static __always_inline struct cgroup_subsys_state *memcg_css(struct task_struct *victim)
+{
+	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return 0;
+	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct css_set *cset = BPF_CORE_READ(victim, cgroups);
+	struct cgroup_subsys_state *css = 0;
+	if (id < 0 || id >= CGROUP_SUBSYS_COUNT)
+		return 0;
+	bpf_probe_read_kernel(&css, sizeof(css), &cset->subsys[id]);
+	return css;
+}
+
 /* Whether a memory cgroup's limit, rather than the whole machine, ran out.
  * mark_victim does not say, and out_of_memory (which knows, oc->memcg) can
  * be hooked only with kprobes or fentry, which some kernels refuse. So look
@@ -25,14 +40,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  * charge of that limit now. The root's max is PAGE_COUNTER_MAX, never near. */
 static __always_inline bool memcg_at_limit(struct task_struct *victim)
 {
-	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
-		return false;
-	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
-	struct css_set *cset = BPF_CORE_READ(victim, cgroups);
-	struct cgroup_subsys_state *css = 0;
-	if (id < 0 || id >= CGROUP_SUBSYS_COUNT)
-		return false;
-	bpf_probe_read_kernel(&css, sizeof(css), &cset->subsys[id]);
+	struct cgroup_subsys_state *css = memcg_css(victim);
 	if (!css)
 		return false;
 	struct mem_cgroup *memcg = (void *)css - bpf_core_field_offset(struct mem_cgroup, css);
@@ -55,15 +63,9 @@ static __always_inline bool memcg_at_limit(struct task_struct *victim)
  * On cgroup v1 it cannot be set and reads false. */
 static __always_inline bool memcg_oom_group(struct task_struct *victim)
 {
-	if (!bpf_core_field_exists(struct mem_cgroup, oom_group) ||
-	    !bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+	if (!bpf_core_field_exists(struct mem_cgroup, oom_group))
 		return false;
-	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
-	struct css_set *cset = BPF_CORE_READ(victim, cgroups);
-	struct cgroup_subsys_state *css = 0;
-	if (id < 0 || id >= CGROUP_SUBSYS_COUNT)
-		return false;
-	bpf_probe_read_kernel(&css, sizeof(css), &cset->subsys[id]);
+	struct cgroup_subsys_state *css = memcg_css(victim);
 	__u64 css_off = bpf_core_field_offset(struct mem_cgroup, css);
 	for (int i = 0; i < MEMCG_DEPTH && css; i++) {
 		struct mem_cgroup *memcg = (void *)css - css_off;
