@@ -292,8 +292,18 @@ func TestPostmasterFoundAfterItsStartWasLost(t *testing.T) {
 	if err := c.SeedIncident(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := tr.waitFor(30*time.Second, forPostmaster(c.PostmasterPID, "crash-restart")); !ok {
+	crash, ok := tr.waitFor(30*time.Second, forPostmaster(c.PostmasterPID, "crash-restart"))
+	if !ok {
 		t.Fatalf("the seed incident was missed after the postmaster was found:\n%s", c.Log())
+	}
+	// PostgreSQL's log is the judge: its one crash line is that record's.
+	if err := c.Ready(30 * time.Second); err != nil {
+		t.Fatalf("server not back: %v\n%s", err, c.Log())
+	}
+	lines := testenv.CrashLines(c.Log())
+	if len(lines) != 1 || lines[0].NSPid != crash.NSPid || !sameStatus(&crash, lines[0]) || crash.PostgresLog != lines[0].Message {
+		t.Errorf("crash-restart record of %s (ns pid %d, %q); PostgreSQL logged %d crash lines, want that one:\n%s",
+			crash.Comm, crash.NSPid, crash.PostgresLog, len(lines), c.Log())
 	}
 	tr.stop()
 	// Other postmasters on the host may have been missed too: at least one.
