@@ -189,9 +189,41 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	return 0;
 }
 
+/* wait4(2), which waitpid() calls in glibc and musl. */
+#if defined(__TARGET_ARCH_x86)
+#define NR_WAIT4 61
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_WAIT4 260
+#endif
+
+/* Whether the postmaster takes a signal on its way out of a waitpid that
+ * reaped nothing: the end of a reaping pass (PostgreSQL 16+
+ * process_pm_child_exit), after which its main loop handles the pmsignal
+ * at once. A child that died since waits for the next pass, after the
+ * pmsignal: it is not pending before it. Read from the syscall the task
+ * returns from (bpf_task_pt_regs, Linux 5.15); false where it cannot be. */
+static __always_inline bool leaving_empty_wait(struct task_struct *pm)
+{
+#ifdef NR_WAIT4
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return false;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(pm);
+#if defined(__TARGET_ARCH_x86)
+	long nr = BPF_CORE_READ(regs, orig_ax), ret = BPF_CORE_READ(regs, ax);
+#else
+	long nr = BPF_CORE_READ(regs, syscallno), ret = BPF_CORE_READ(regs, regs[0]);
+#endif
+	return nr == NR_WAIT4 && ret <= 0;
+#else
+	return false;
+#endif
+}
+
 /* A watched postmaster takes a child's pmsignal: up to PostgreSQL 15 its
  * handler runs now; from 16 the main loop handles it after the children's
- * exits it also has pending, which the end of its next reaping pass tells. */
+ * exits it also has pending, which the end of its next reaping pass tells.
+ * Zombies noticed when the pass that would take them has just ended are
+ * not pending: the main loop reaps them after the pmsignal. */
 static __always_inline int notice_pmsignal_delivery(void)
 {
 	struct task_struct *pm = bpf_get_current_task_btf();
@@ -204,7 +236,7 @@ static __always_inline int notice_pmsignal_delivery(void)
 	struct event *e = reserve_event(EVENT_PMSIGNAL);
 	if (!e)
 		return 0;
-	if (w->flags & WATCH_ZOMBIES) {
+	if ((w->flags & WATCH_ZOMBIES) && !leaving_empty_wait(pm)) {
 		e->flags |= EVENT_ZOMBIES_PENDING;
 		w->flags |= WATCH_PMSIGNAL_WAITS;
 	}

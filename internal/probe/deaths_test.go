@@ -27,10 +27,7 @@ import (
 // lines from the returned writer. It returns the init's host pid and key.
 func startPostmasterNamespace(t *testing.T, c *collector, script string) (int, event.ProcessKey, io.Writer) {
 	t.Helper()
-	testenv.RequireCommands(t, "cc")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "reaper.c")
-	os.WriteFile(src, []byte(`#include <signal.h>
+	bin := buildPostmaster(t, `#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 static void reaper(int sig) { int st; (void)sig; while (waitpid(-1, &st, WNOHANG) > 0) ; }
@@ -40,12 +37,30 @@ int main(int argc, char **argv) {
 	if (fork() == 0) { execl("/bin/sh", "sh", "-c", argv[1], (char *)0); _exit(127); }
 	for (;;) pause();
 }
-`), 0o644)
+`)
+	return startWatched(t, c, bin, "read go; "+script)
+}
+
+// buildPostmaster compiles a C program named postgres: the kernel side
+// takes a process by that comm for a server process.
+func buildPostmaster(t *testing.T, src string) string {
+	t.Helper()
+	testenv.RequireCommands(t, "cc")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "postmaster.c")
+	os.WriteFile(file, []byte(src), 0o644)
 	bin := filepath.Join(dir, "postgres")
-	if out, err := exec.Command("cc", "-o", bin, src).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cc", "-o", bin, file).CombinedOutput(); err != nil {
 		t.Fatalf("cc: %v: %s", err, out)
 	}
-	init, stdin := startNamespaceWith(t, bin, "read go; "+script)
+	return bin
+}
+
+// startWatched runs bin with arg as PID 1 of a new PID namespace, has c
+// watch it as a postmaster, then writes "go" to its stdin.
+func startWatched(t *testing.T, c *collector, bin, arg string) (int, event.ProcessKey, io.Writer) {
+	t.Helper()
+	init, stdin := startNamespaceWith(t, bin, arg)
 	st, err := procfs.Default.ReadStat(init)
 	if err != nil {
 		t.Fatal(err)
@@ -272,5 +287,50 @@ func TestKernelLeaderThreadExitIsNotADeath(t *testing.T) {
 	}
 	if n := len(c.deathsOf(int(adoption.Task.PID))); n != 1 {
 		t.Errorf("%d reports of its death, want 1", n)
+	}
+}
+
+// From PostgreSQL 16 the postmaster's main loop handles the children's
+// exits, then the pmsignal that ends a reset. A child that dies as a
+// reaping pass ends, between its last waitpid (which found nothing) and the
+// pmsignal, is reaped after the reset ended, and PostgreSQL logs it as a
+// crash. So the pmsignal says zombies are pending (wait for the next pass)
+// unless it is taken on the way out of a waitpid that reaped nothing. A
+// postmaster-like program: a child crashes (the reset begins, its zombie
+// waits), and a second child, the "startup process", sends SIGUSR1 while
+// the postmaster waits for it (interrupted: nothing reaped), or pauses.
+func TestKernelPMSignalAfterAnEmptyWaitFindsNoZombiesPending(t *testing.T) {
+	c := startProbe(t, Config{})
+	bin := buildPostmaster(t, `#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void pmsignal(int sig) { (void)sig; }
+int main(int argc, char **argv) {
+	struct sigaction sa;
+	char go;
+	(void)argc;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = pmsignal; /* no SA_RESTART: the signal ends the wait */
+	sigaction(SIGUSR1, &sa, 0);
+	if (read(0, &go, 1) != 1) return 1;
+	if (fork() == 0) _exit(2);
+	pid_t startup = fork();
+	if (startup == 0) { usleep(300000); kill(getppid(), SIGUSR1); pause(); _exit(0); }
+	if (strcmp(argv[1], "wait") == 0) waitpid(startup, 0, 0);
+	for (;;) pause();
+}
+`)
+	for _, how := range []struct {
+		arg     string
+		pending bool
+	}{{"wait", false}, {"pause", true}} {
+		init, _, _ := startWatched(t, c, bin, how.arg)
+		pm := c.waitFor(t, "the pmsignal ("+how.arg+")", func(ev *event.Event) bool {
+			return ev.Kind == event.KindPMSignal && ev.Parent.PID == uint32(init)
+		})
+		if got := pm.Flags&event.ZombiesPending != 0; got != how.pending {
+			t.Errorf("pmsignal taken in %s: zombies pending %v, want %v", how.arg, got, how.pending)
+		}
 	}
 }
