@@ -174,9 +174,7 @@ func (c *namespaceCluster) Exec(script string) (string, error) {
 }
 
 func (c *namespaceCluster) Exited() bool {
-	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n > 0
+	return exited(c.pidfd)
 }
 
 func (c *namespaceCluster) Stop() error {

@@ -201,9 +201,7 @@ func (c *dockerCluster) Exited() bool {
 	if c.pidfd < 0 {
 		return true
 	}
-	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n > 0
+	return exited(c.pidfd)
 }
 
 // Stop removes the container (its data directory was inside it); the log

@@ -152,9 +152,20 @@ func (p *Proc) Alive() bool {
 	if p.pidfd < 0 {
 		return false
 	}
-	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n == 0
+	return !exited(p.pidfd)
+}
+
+// exited reports whether the process a pidfd refers to has exited (the
+// whole thread group: a leader that called pthread_exit is not an exit).
+func exited(pidfd int) bool {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue // the Go runtime's preemption signal, not an answer
+		}
+		return err == nil && n > 0
+	}
 }
 
 func (p *Proc) release() {
