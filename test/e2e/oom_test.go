@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -164,7 +165,13 @@ func TestOOMKillOfAnUnprotectedPostmaster(t *testing.T) {
 
 	r, ok := tr.WaitFor(30*time.Second, func(r *report.Record) bool { return r.Verdict == "oom-kill" && r.PID == uint32(c.PostmasterPID) })
 	if !ok {
-		t.Fatalf("no oom-kill record for the postmaster within 30s; trace stderr:\n%s\npostgres log:\n%s", tr.Stderr(), c.Log())
+		var seen []string
+		for _, r := range tr.Records(func(r *report.Record) bool { return r.PID == uint32(c.PostmasterPID) || r.ParentPID == uint32(c.PostmasterPID) }) {
+			seen = append(seen, fmt.Sprintf("%s %s pid %d ns %d", r.Verdict, r.Comm, r.PID, r.NSPid))
+		}
+		kernel, _ := exec.Command("sh", "-c", "dmesg | grep -iE 'oom-kill|killed process' | tail -n 4").CombinedOutput()
+		t.Fatalf("no oom-kill record for the postmaster %d within 30s; its records and its children's: %v; the kernel said: %s\ntrace stderr:\n%s\npostgres log:\n%s",
+			c.PostmasterPID, seen, strings.ReplaceAll(strings.TrimSpace(string(kernel)), "\n", " | "), tr.Stderr(), c.Log())
 	}
 	if r.OOM == nil || r.OOM.Role != "postmaster" || r.OOM.OOMScoreAdj != 1000 || r.OOM.Constraint != "memcg" || r.Signal != "SIGKILL" || r.CrashRestart || r.NSPid != 1 {
 		t.Errorf("record = %+v, oom %+v; want the postmaster (ns pid 1, oom_score_adj 1000) killed in its memcg, no crash-restart", r, r.OOM)
