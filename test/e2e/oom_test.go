@@ -166,7 +166,9 @@ func TestOOMKillOfAnUnprotectedPostmaster(t *testing.T) {
 	r, ok := tr.WaitFor(30*time.Second, func(r *report.Record) bool { return r.Verdict == "oom-kill" && r.PID == uint32(c.PostmasterPID) })
 	if !ok {
 		var seen []string
-		for _, r := range tr.Records(func(r *report.Record) bool { return r.PID == uint32(c.PostmasterPID) || r.ParentPID == uint32(c.PostmasterPID) }) {
+		for _, r := range tr.Records(func(r *report.Record) bool {
+			return r.PID == uint32(c.PostmasterPID) || r.ParentPID == uint32(c.PostmasterPID)
+		}) {
 			seen = append(seen, fmt.Sprintf("%s %s pid %d ns %d", r.Verdict, r.Comm, r.PID, r.NSPid))
 		}
 		kernel, _ := exec.Command("sh", "-c", "dmesg | grep -iE 'oom-kill|killed process' | tail -n 4").CombinedOutput()
