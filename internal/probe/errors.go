@@ -46,7 +46,7 @@ func classify(what string, err error) error {
 	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) ||
 		errors.Is(err, unix.ENOENT) || errors.Is(err, unix.E2BIG):
 		return &Error{ProblemKernel, fmt.Sprintf("this kernel (%s) lacks a BPF feature orphanwatch needs for %s: "+
-			"it needs Linux 5.8 or newer with BPF ring buffers and BTF tracepoints (tp_btf)", kernelRelease(), what),
+			"it needs Linux 5.13 or newer with BTF (BPF ring buffers, BTF tracepoints, bpf_for_each_map_elem)", kernelRelease(), what),
 			fmt.Errorf("%s: %w", what, err)}
 	}
 	return &Error{ProblemOther, what + " failed", err}
