@@ -162,7 +162,7 @@ func exited(pidfd int) bool {
 	for {
 		n, err := unix.Poll(fds, 0)
 		if err == unix.EINTR {
-			continue // the Go runtime's preemption signal, not an answer
+			continue // a signal (Go's preemption, a child's SIGCHLD), not an answer
 		}
 		return err == nil && n > 0
 	}
