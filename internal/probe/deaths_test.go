@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,7 +25,7 @@ import (
 // lines from the returned writer. It returns the init's host pid and key.
 func startPostmasterNamespace(t *testing.T, c *collector, script string) (int, event.ProcessKey, io.Writer) {
 	t.Helper()
-	bin := buildPostmaster(t, `#include <signal.h>
+	bin := testenv.CompileC(t, "postgres", `#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 static void reaper(int sig) { int st; (void)sig; while (waitpid(-1, &st, WNOHANG) > 0) ; }
@@ -39,21 +37,6 @@ int main(int argc, char **argv) {
 }
 `)
 	return startWatched(t, c, bin, "read go; "+script)
-}
-
-// buildPostmaster compiles a C program named postgres: the kernel side
-// takes a process by that comm for a server process.
-func buildPostmaster(t *testing.T, src string) string {
-	t.Helper()
-	testenv.RequireCommands(t, "cc")
-	dir := t.TempDir()
-	file := filepath.Join(dir, "postmaster.c")
-	os.WriteFile(file, []byte(src), 0o644)
-	bin := filepath.Join(dir, "postgres")
-	if out, err := exec.Command("cc", "-o", bin, file).CombinedOutput(); err != nil {
-		t.Fatalf("cc: %v: %s", err, out)
-	}
-	return bin
 }
 
 // startWatched runs bin with arg as PID 1 of a new PID namespace, has c
@@ -301,7 +284,7 @@ func TestKernelLeaderThreadExitIsNotADeath(t *testing.T) {
 // the postmaster waits for it (interrupted: nothing reaped), or pauses.
 func TestKernelPMSignalAfterAnEmptyWaitFindsNoZombiesPending(t *testing.T) {
 	c := startProbe(t, Config{})
-	bin := buildPostmaster(t, `#include <signal.h>
+	bin := testenv.CompileC(t, "postgres", `#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>

@@ -63,24 +63,31 @@ func TemplateDataDir() (string, error) {
 	return templateCluster(uid, gid)
 }
 
-// LeaderExitsProgram compiles (with cc) a program whose main thread calls
+// LeaderExitsProgram compiles a program whose main thread calls
 // pthread_exit while a second thread sleeps on: a process whose leader
-// thread ended is still alive. Readable by any user.
+// thread ended is still alive.
 func LeaderExitsProgram(t testing.TB) string {
+	return CompileC(t, "leader", `#include <pthread.h>
+#include <unistd.h>
+static void *sleeper(void *arg) { (void)arg; sleep(60); return 0; }
+int main(void) { pthread_t t; pthread_create(&t, 0, sleeper, 0); pthread_exit(0); }
+`)
+}
+
+// CompileC compiles a C program (with cc, -pthread) into a directory of
+// its own, readable by any user, and returns the binary's path; its name
+// is its comm.
+func CompileC(t testing.TB, name, src string) string {
 	t.Helper()
 	RequireCommands(t, "cc")
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
-	src := filepath.Join(dir, "leader.c")
-	if err := os.WriteFile(src, []byte(`#include <pthread.h>
-#include <unistd.h>
-static void *sleeper(void *arg) { (void)arg; sleep(60); return 0; }
-int main(void) { pthread_t t; pthread_create(&t, 0, sleeper, 0); pthread_exit(0); }
-`), 0o644); err != nil {
+	file := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "leader")
-	if out, err := exec.Command("cc", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
+	bin := filepath.Join(dir, name)
+	if out, err := exec.Command("cc", "-pthread", "-o", bin, file).CombinedOutput(); err != nil {
 		t.Fatalf("cc: %v: %s", err, out)
 	}
 	return bin
