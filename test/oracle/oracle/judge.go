@@ -187,10 +187,10 @@ func judge(run *runner, rounds []*Round) *Result {
 				continue
 			}
 			others = append(others, rec)
-			switch {
-			case rec.Verdict == "crash-restart":
+			switch rec.Verdict {
+			case "crash-restart":
 				mine = append(mine, rec)
-			case rec.Verdict == "server-crash": // verdict.OnDeath: one it took for a crash
+			case "server-crash": // verdict.OnDeath: one it took for a crash
 				servers = append(servers, rec)
 			}
 			if rec.Verdict == "crash-restart-confirmed" && rec.Trigger == nil {
