@@ -58,6 +58,9 @@ enum watch_flag {
 	/* The pmsignal was delivered while zombies awaited: the end of the
 	 * reaping pass is reported (PostgreSQL 16+ handles it after). */
 	WATCH_PMSIGNAL_WAITS = 1 << 3,
+	/* The pmsignal was delivered with no reaping pass under way or due:
+	 * whether one comes first is told by the next SIGCHLD's delivery. */
+	WATCH_PMSIGNAL_HELD = 1 << 4,
 };
 
 /* birth.flags */
@@ -104,6 +107,8 @@ struct watch {
 	__u64 start_ticks;    /* its start in /proc ticks: a recycled pid is not it */
 	__u64 reset_at_ns;    /* boot ns of the last crash, which set WATCH_RESETTING */
 	__u64 redo_sender_ns; /* start (boot ns) of the child whose pmsignal awaits delivery */
+	__u64 held_sender_ns; /* WATCH_PMSIGNAL_HELD: that child's start */
+	__u64 held_nvcsw;     /* WATCH_PMSIGNAL_HELD: the postmaster's voluntary switches then */
 	__u32 flags;          /* enum watch_flag */
 	__u32 zombies;        /* its entries in the zombies map (atomic) */
 };

@@ -189,41 +189,91 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info,
 	return 0;
 }
 
-/* wait4(2), which waitpid() calls in glibc and musl. */
+/* The system calls a postmaster's reaping and main loop are made of: wait4(2),
+ * which waitpid() calls in glibc and musl; the waits of WaitEventSetWait
+ * (epoll, or poll where PostgreSQL was built without it). */
 #if defined(__TARGET_ARCH_x86)
 #define NR_WAIT4 61
+#define NR_POLL 7
+#define NR_EPOLL_WAIT 232
+#define NR_PPOLL 271
+#define NR_EPOLL_PWAIT 281
+#define NR_EPOLL_PWAIT2 441
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_WAIT4 260
+#define NR_POLL -1000 /* arm64 has only ppoll and epoll_pwait: a number no call has */
+#define NR_EPOLL_WAIT -1000
+#define NR_PPOLL 73
+#define NR_EPOLL_PWAIT 22
+#define NR_EPOLL_PWAIT2 441
 #endif
 
-/* Whether the postmaster takes a signal on its way out of a waitpid that
- * reaped nothing: the end of a reaping pass (PostgreSQL 16+
- * process_pm_child_exit), after which its main loop handles the pmsignal
- * at once. A child that died since waits for the next pass, after the
- * pmsignal: it is not pending before it. Read from the syscall the task
- * returns from (bpf_task_pt_regs, Linux 5.15); false where it cannot be. */
-static __always_inline bool leaving_empty_wait(struct task_struct *pm)
+/* Where a task is on its way back to user space: the system call it is in
+ * (-1 for none), what that returns, and the address it resumes at. */
+struct user_regs {
+	long nr, ret;
+	__u64 ip;
+};
+
+/* Reads them (bpf_task_pt_regs, Linux 5.15); false where it cannot. */
+static __always_inline bool read_user_regs(struct task_struct *task, struct user_regs *r)
 {
 #ifdef NR_WAIT4
 	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
 		return false;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(pm);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 #if defined(__TARGET_ARCH_x86)
-	long nr = BPF_CORE_READ(regs, orig_ax), ret = BPF_CORE_READ(regs, ax);
+	r->nr = BPF_CORE_READ(regs, orig_ax);
+	r->ret = BPF_CORE_READ(regs, ax);
+	r->ip = BPF_CORE_READ(regs, ip);
 #else
-	long nr = BPF_CORE_READ(regs, syscallno), ret = BPF_CORE_READ(regs, regs[0]);
+	r->nr = BPF_CORE_READ(regs, syscallno);
+	r->ret = BPF_CORE_READ(regs, regs[0]);
+	r->ip = BPF_CORE_READ(regs, pc);
 #endif
-	return nr == NR_WAIT4 && ret <= 0;
+	return true;
 #else
 	return false;
 #endif
 }
 
-/* A watched postmaster takes a child's pmsignal: up to PostgreSQL 15 its
- * handler runs now; from 16 the main loop handles it after the children's
- * exits it also has pending, which the end of its next reaping pass tells.
- * Zombies noticed when the pass that would take them has just ended are
- * not pending: the main loop reaps them after the pmsignal. */
+/* Whether a postmaster takes a signal in its main loop's wait, where it is
+ * back from handling what its signal handlers flagged: not when the signal
+ * comes with a pmsignal taken on the same way out, whose handler entry the
+ * kernel has just made the resume address. */
+static __always_inline bool in_main_wait(struct task_struct *pm, struct user_regs *r)
+{
+	if (r->nr != NR_EPOLL_WAIT && r->nr != NR_EPOLL_PWAIT && r->nr != NR_EPOLL_PWAIT2 &&
+	    r->nr != NR_POLL && r->nr != NR_PPOLL)
+		return false;
+	return r->ip != (__u64)pm->sighand->action[SIGUSR1 - 1].sa.sa_handler;
+}
+
+static __always_inline void report_pmsignal(struct watch *w, struct task_struct *pm, __u64 sender_ns, bool pending)
+{
+	struct event *e = reserve_event(EVENT_PMSIGNAL);
+	if (!e)
+		return;
+	if (pending) {
+		e->flags |= EVENT_ZOMBIES_PENDING;
+		w->flags |= WATCH_PMSIGNAL_WAITS | WATCH_ZOMBIES;
+	}
+	e->task.start_ns = sender_ns;
+	read_task_ref(pm, &e->parent);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* A watched postmaster takes a child's pmsignal. Up to PostgreSQL 15 its
+ * handler acts on it now. From 16 the handler only flags it, and the main
+ * loop acts after the reaping pass it has under way or flagged for the
+ * same turn (pending_pm_child_exit is handled before pending_pm_pmsignal):
+ * the pmsignal is reported with zombies pending (user space waits for the
+ * end of the next pass) when the pass is under way or flagged: a child
+ * that matters is a zombie, and the signal is not taken on the way out of
+ * the waitpid that ended a pass. With none, a child may still die before
+ * the main loop gets there (the postmaster preempted, say): then its
+ * SIGCHLD comes before the postmaster is back in its wait, and the
+ * pmsignal is held until that SIGCHLD, or the next pmsignal, says which. */
 static __always_inline int notice_pmsignal_delivery(void)
 {
 	struct task_struct *pm = bpf_get_current_task_btf();
@@ -233,17 +283,42 @@ static __always_inline int notice_pmsignal_delivery(void)
 	if (!w || !(w->flags & WATCH_REDO_SIGNALLED))
 		return 0;
 	w->flags &= ~WATCH_REDO_SIGNALLED;
-	struct event *e = reserve_event(EVENT_PMSIGNAL);
-	if (!e)
-		return 0;
-	if ((w->flags & WATCH_ZOMBIES) && !leaving_empty_wait(pm)) {
-		e->flags |= EVENT_ZOMBIES_PENDING;
-		w->flags |= WATCH_PMSIGNAL_WAITS;
+	if (w->flags & WATCH_PMSIGNAL_HELD) {
+		/* No SIGCHLD since the held one: the main loop took it first. */
+		w->flags &= ~WATCH_PMSIGNAL_HELD;
+		report_pmsignal(w, pm, w->held_sender_ns, false);
 	}
-	e->task.start_ns = w->redo_sender_ns;
-	read_task_ref(pm, &e->parent);
-	bpf_ringbuf_submit(e, 0);
+	struct user_regs r;
+	if (!read_user_regs(pm, &r) || (r.nr == NR_WAIT4 && r.ret <= 0)) {
+		report_pmsignal(w, pm, w->redo_sender_ns, false);
+		return 0;
+	}
+	if (w->flags & WATCH_ZOMBIES) {
+		report_pmsignal(w, pm, w->redo_sender_ns, true);
+		return 0;
+	}
+	w->held_sender_ns = w->redo_sender_ns;
+	w->held_nvcsw = pm->nvcsw;
+	w->flags |= WATCH_PMSIGNAL_HELD;
 	return 0;
+}
+
+/* A watched postmaster takes SIGCHLD while a pmsignal is held: if it has
+ * been back in its main loop's wait since (it slept, or takes the signal
+ * there), the main loop acted on the pmsignal before this child's exit;
+ * else this exit's reaping pass comes first. */
+static __always_inline void notice_sigchld_delivery(void)
+{
+	struct task_struct *pm = bpf_get_current_task_btf();
+	if (!comm_is_server(pm->comm))
+		return;
+	struct watch *w = watch_of(pm->tgid, pm->group_leader->start_boottime);
+	if (!w || !(w->flags & WATCH_PMSIGNAL_HELD))
+		return;
+	w->flags &= ~WATCH_PMSIGNAL_HELD;
+	struct user_regs r;
+	bool waited = pm->nvcsw != w->held_nvcsw || (read_user_regs(pm, &r) && in_main_wait(pm, &r));
+	report_pmsignal(w, pm, w->held_sender_ns, !waited);
 }
 
 SEC("tp_btf/signal_deliver")
@@ -251,6 +326,10 @@ int BPF_PROG(handle_signal_deliver, int sig, struct kernel_siginfo *info, struct
 {
 	if (sig == SIGUSR1)
 		notice_pmsignal_delivery(); /* and on: it may also kill (without a handler) */
+	else if (sig == SIGCHLD) {
+		notice_sigchld_delivery();
+		return 0;
+	}
 	/* A handler means the signal does not kill by itself. */
 	if (!terminates_by_default(sig) || ka->sa.sa_handler != 0 /* SIG_DFL */)
 		return 0;

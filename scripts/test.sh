@@ -29,6 +29,12 @@ status=0
 go test -count=1 -p 1 -timeout 45m -v ./... >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|---|panic:|\s+\S+_test\.go:[0-9]+:|\*\*\* SKIPPED)' "$log" | grep -v -- '--- PASS' || true
 if [ "$status" -ne 0 ]; then
+  # Each failed test's own output: the lines above keep only the first line
+  # of each message, and a CI machine's log is gone with it.
+  for t in $(grep -oP '^--- FAIL: \K\S+' "$log"); do
+    echo "== output of $t (its last 300 lines)"
+    awk -v t="$t" '$0 == "=== RUN   " t {on = 1} on {print} on && index($0, "--- FAIL: " t " ") == 1 {exit}' "$log" | tail -n 300
+  done
   echo "tests failed (status $status); full log: $log"; exit "$status"
 fi
 skips=$(grep -c -- '--- SKIP' "$log" || true)

@@ -317,3 +317,62 @@ int main(int argc, char **argv) {
 		}
 	}
 }
+
+// From PostgreSQL 16 a pmsignal taken with no reaping pass under way or
+// due is acted on when the main loop gets to it, unless a child's SIGCHLD
+// comes first: then that child is reaped before it. A postmaster-like
+// program: a crash, reaped (the pass ends finding none), then the startup
+// process's SIGUSR1, taken while it sleeps; then, before a second child
+// exits 2, it either spins (still in that turn of its loop: the pmsignal
+// waits for the pass) or sleeps again (back in its wait: it was acted on).
+func TestKernelPMSignalHeldUntilTheNextSIGCHLDSaysWhichCameFirst(t *testing.T) {
+	c := startProbe(t, Config{})
+	bin := testenv.CompileC(t, "postgres", `#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static volatile sig_atomic_t usr1, chld;
+static void on_usr1(int sig) { (void)sig; usr1 = 1; }
+static void on_chld(int sig) { (void)sig; chld = 1; }
+int main(int argc, char **argv) {
+	struct sigaction sa;
+	char go;
+	int st;
+	(void)argc;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, 0);
+	sa.sa_handler = on_chld;
+	sigaction(SIGCHLD, &sa, 0);
+	if (read(0, &go, 1) != 1) return 1;
+	if (fork() == 0) _exit(2);
+	while (!chld) usleep(10000);
+	chld = 0;
+	while (waitpid(-1, &st, WNOHANG) > 0) ;
+	if (fork() == 0) { usleep(300000); kill(getppid(), SIGUSR1); pause(); _exit(0); }
+	if (fork() == 0) { usleep(600000); _exit(2); }
+	while (!usr1) usleep(10000);
+	if (strcmp(argv[1], "spin") == 0) { while (!chld) ; }
+	else { while (!chld) usleep(10000); }
+	while (waitpid(-1, &st, WNOHANG) > 0) ;
+	for (;;) pause();
+}
+`)
+	for _, how := range []struct {
+		arg     string
+		pending bool
+	}{{"spin", true}, {"sleep", false}} {
+		init, _, _ := startWatched(t, c, bin, how.arg)
+		pm := c.waitFor(t, "the pmsignal ("+how.arg+")", func(ev *event.Event) bool {
+			return ev.Kind == event.KindPMSignal && ev.Parent.PID == uint32(init)
+		})
+		if got := pm.Flags&event.ZombiesPending != 0; got != how.pending {
+			t.Errorf("pmsignal, then a child's exit while the postmaster %ss: zombies pending %v, want %v", how.arg, got, how.pending)
+		}
+		if how.pending {
+			c.waitFor(t, "the end of the reaping pass ("+how.arg+")", func(ev *event.Event) bool {
+				return ev.Kind == event.KindReapedAll && ev.Parent.PID == uint32(init)
+			})
+		}
+	}
+}

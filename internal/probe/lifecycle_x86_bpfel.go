@@ -199,6 +199,8 @@ type lifecycleWatch struct {
 	StartTicks   uint64
 	ResetAtNs    uint64
 	RedoSenderNs uint64
+	HeldSenderNs uint64
+	HeldNvcsw    uint64
 	Flags        uint32
 	Zombies      uint32
 }
@@ -210,6 +212,7 @@ const (
 	lifecycleWatchFlagWATCH_ZOMBIES        lifecycleWatchFlag = 2
 	lifecycleWatchFlagWATCH_REDO_SIGNALLED lifecycleWatchFlag = 4
 	lifecycleWatchFlagWATCH_PMSIGNAL_WAITS lifecycleWatchFlag = 8
+	lifecycleWatchFlagWATCH_PMSIGNAL_HELD  lifecycleWatchFlag = 16
 )
 
 type lifecycleZombie struct {

@@ -97,9 +97,18 @@ func runOracle(t *testing.T, cfg Config) *Result {
 	case 1:
 		t.Errorf("orphanwatch disagrees with PostgreSQL %d's log: precision %s, recall %s, %d wrong postgres_log, %d mismatches (seed %d, %s)",
 			cfg.PG, percent(total.Matched, total.Records), percent(total.Matched, total.Lines), total.WrongLog, len(res.Mismatches), cfg.Seed, time.Since(began).Round(time.Second))
+		for i, m := range res.Mismatches {
+			t.Errorf("mismatch %d on PostgreSQL %d: %s", i+1, cfg.PG, m.Summary(cfg))
+		}
+		for _, e := range res.OrphanwatchErrors {
+			t.Errorf("orphanwatch error on PostgreSQL %d: %s", cfg.PG, strings.ReplaceAll(e, "\n", " | "))
+		}
 	default:
 		t.Errorf("harness failure or inconclusive run on PostgreSQL %d, not a verdict on orphanwatch: %d harness failures, %d inconclusive (seed %d)",
 			cfg.PG, len(res.HarnessErrors), len(res.Inconclusive), cfg.Seed)
+		for _, e := range append(res.HarnessErrors, res.Inconclusive...) {
+			t.Errorf("on PostgreSQL %d: %s", cfg.PG, strings.ReplaceAll(e, "\n", " | "))
+		}
 	}
 	return res
 }

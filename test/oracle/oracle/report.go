@@ -135,6 +135,31 @@ func (res *Result) Print(w io.Writer) {
 	}
 }
 
+// Summary is the mismatch on one line, for logs that keep only the first
+// line of a message (CI's excerpt of a failed test).
+func (m *Mismatch) Summary(cfg Config) string {
+	s := m.Kind
+	if m.Line != nil {
+		s += fmt.Sprintf("; postgres (cluster %d, line %d): %s", m.Instance, m.Line.Number, m.Line.Text)
+	}
+	if m.Record != nil {
+		s += "; record: " + shortRecord(m.Record)
+	}
+	if m.Round != nil {
+		s += fmt.Sprintf("; %s, %s to %s, replay: %s", m.Round, clock(m.Round.Start), clock(m.Round.End), replay(cfg, m.Round.Index))
+	} else {
+		s += "; no round started this pid"
+	}
+	var near []string
+	for _, r := range m.Nearby {
+		near = append(near, shortRecord(&r))
+	}
+	if len(near) > 0 {
+		s += "; nearby: " + strings.Join(near, " | ")
+	}
+	return s
+}
+
 func percent(a, b int) string {
 	if b == 0 {
 		return "-"
