@@ -309,9 +309,7 @@ int main(int argc, char **argv) {
 		pending bool
 	}{{"wait", false}, {"pause", true}} {
 		init, _, _ := startWatched(t, c, bin, how.arg)
-		pm := c.waitFor(t, "the pmsignal ("+how.arg+")", func(ev *event.Event) bool {
-			return ev.Kind == event.KindPMSignal && ev.Parent.PID == uint32(init)
-		})
+		pm := c.pmsignalOf(t, init, how.arg)
 		if got := pm.Flags&event.ZombiesPending != 0; got != how.pending {
 			t.Errorf("pmsignal taken in %s: zombies pending %v, want %v", how.arg, got, how.pending)
 		}
@@ -363,9 +361,7 @@ int main(int argc, char **argv) {
 		pending bool
 	}{{"spin", true}, {"sleep", false}} {
 		init, _, _ := startWatched(t, c, bin, how.arg)
-		pm := c.waitFor(t, "the pmsignal ("+how.arg+")", func(ev *event.Event) bool {
-			return ev.Kind == event.KindPMSignal && ev.Parent.PID == uint32(init)
-		})
+		pm := c.pmsignalOf(t, init, how.arg)
 		if got := pm.Flags&event.ZombiesPending != 0; got != how.pending {
 			t.Errorf("pmsignal, then a child's exit while the postmaster %ss: zombies pending %v, want %v", how.arg, got, how.pending)
 		}
@@ -375,4 +371,13 @@ int main(int argc, char **argv) {
 			})
 		}
 	}
+}
+
+// pmsignalOf waits for the pmsignal the watched init takes; in names the
+// case for the failure message.
+func (c *collector) pmsignalOf(t *testing.T, init int, in string) event.Event {
+	t.Helper()
+	return c.waitFor(t, "the pmsignal ("+in+")", func(ev *event.Event) bool {
+		return ev.Kind == event.KindPMSignal && ev.Parent.PID == uint32(init)
+	})
 }
