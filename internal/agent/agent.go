@@ -227,6 +227,9 @@ func (a *Agent) dropPostmaster(pm *lineage.Postmaster) {
 	if err := a.cfg.Kernel.Unwatch(pm.Key.PID); err != nil {
 		a.cfg.Log.Warn("unwatching postmaster", "pid", pm.Key.PID, "err", err)
 	}
+	if r := a.runs[pm.Key]; r != nil {
+		a.arbitrate(r, false) // nothing of it follows now
+	}
 	delete(a.runs, pm.Key)
 }
 

@@ -45,6 +45,15 @@ type run struct {
 	// redoPending: the start of the child whose pmsignal waits for the end
 	// of the reaping pass (PostgreSQL 16+); 0 when none waits.
 	redoPending uint64
+	// undecided: a crash reaped while redoPending waits, which PostgreSQL
+	// ignores if that pass came first and acts on if the pmsignal did;
+	// decided by what the postmaster does next (see arbitrate).
+	undecided   *death
+	undecidedAt uint64 // its reap (boot ns)
+	// fannedOut: the postmaster has told its children to quit since its
+	// last reap: a crash it reaped that an earlier wait reports
+	// (event.ReapedEarlier) was acted on.
+	fannedOut bool
 	// reaped: the last children whose reap was applied, so that a second
 	// report of one (the kernel reaped another child at the call that
 	// named it) changes nothing.
@@ -140,6 +149,7 @@ func (a *Agent) onReap(ev *event.Event) {
 		return
 	}
 	r := a.run(pm)
+	a.arbitrate(r, false)
 	key := ev.Task.Key()
 	if slices.Contains(r.reaped[:], key) {
 		return
@@ -157,7 +167,53 @@ func (a *Agent) onReap(ev *event.Event) {
 		d.oom = proc != nil && proc.OOMKilled
 	}
 	d.ev.Status = ev.Status
+	fannedOut := r.fannedOut
+	r.fannedOut = false
+	if r.redoPending != 0 && r.pmsignalOrderMatters(d.child()) {
+		if ev.Flags&event.ReapedEarlier != 0 && fannedOut {
+			// Its waitpid came before the fan-out this event follows.
+			a.pmsignalFirst(r)
+		} else {
+			r.undecided, r.undecidedAt = d, ev.Time
+			return
+		}
+	}
 	a.reap(r, d, ev.Time)
+}
+
+// pmsignalOrderMatters: whether PostgreSQL takes the death for a crash if
+// the waiting pmsignal was handled before this reaping pass, and not if
+// it comes after. The kernel tells the order from where the postmaster
+// takes the SIGCHLD, except when it takes it busy (neither asleep nor in
+// its wait): then the pmsignal may be handled just before this pass or
+// just after it.
+func (r *run) pmsignalOrderMatters(c verdict.Child) bool {
+	after, before := r.state, r.state
+	before.RedoStarted(r.redoPending)
+	return after.Reap(c, 0).Crash != before.Reap(c, 0).Crash
+}
+
+// arbitrate decides the undecided crash by what the postmaster does next,
+// in its own context and so in order in the ring buffer: a crash it acts
+// on is followed at once by its SIGQUIT (or SIGABRT) to every child
+// (HandleChildCrash: the pmsignal had ended FatalError first), an ignored
+// one by its next waitpid (FatalError still held: the pass came first).
+func (a *Agent) arbitrate(r *run, fanOut bool) {
+	d := r.undecided
+	if d == nil {
+		return
+	}
+	r.undecided = nil
+	if fanOut {
+		a.pmsignalFirst(r)
+	}
+	a.reap(r, d, r.undecidedAt)
+}
+
+// pmsignalFirst applies the waiting pmsignal before the reaping pass.
+func (a *Agent) pmsignalFirst(r *run) {
+	r.state.RedoStarted(r.redoPending)
+	r.redoPending = 0
 }
 
 // onPMSignal: the postmaster takes its startup process's pmsignal, which
@@ -170,6 +226,7 @@ func (a *Agent) onPMSignal(ev *event.Event) {
 		return
 	}
 	r := a.run(pm)
+	a.arbitrate(r, false)
 	if ev.Flags&event.ZombiesPending != 0 && verdict.RuleFor(pm.Major).PMSignalAfterReaping {
 		r.redoPending = ev.Task.Start
 		return
@@ -183,9 +240,11 @@ func (a *Agent) onReapedAll(ev *event.Event) {
 	if pm == nil {
 		return
 	}
-	if r := a.run(pm); r.redoPending != 0 {
-		r.state.RedoStarted(r.redoPending)
-		r.redoPending = 0
+	r := a.run(pm)
+	a.arbitrate(r, false)
+	r.fannedOut = false
+	if r.redoPending != 0 {
+		a.pmsignalFirst(r)
 	}
 }
 
@@ -198,7 +257,7 @@ func (a *Agent) reap(r *run, d *death, at uint64) {
 		a.report1(r, d, reaped)
 	}
 	if reaped.RecoveryEnded {
-		a.recovered(r, at)
+		a.recovered(r, at, d.ev.Time)
 	}
 }
 
@@ -237,10 +296,14 @@ func trigger(d *death, v verdict.Verdict) *report.Trigger {
 	return t
 }
 
-// recovered: the startup process ended crash recovery at (boot ns):
-// PostgreSQL really crash-restarted.
-func (a *Agent) recovered(r *run, at uint64) {
-	if err := a.cfg.Kernel.EndReset(r.pm.Key, at); err != nil {
+// recovered: the startup process, which exited at exited (boot ns), ended
+// crash recovery when reaped at at: PostgreSQL really crash-restarted.
+func (a *Agent) recovered(r *run, at, exited uint64) {
+	// The kernel is told the exit, not the reap: a child that crashes in
+	// between is reaped after it, a new crash to PostgreSQL, and the
+	// kernel's own reset for it (begun at that child's exit) must stay on,
+	// or it would no longer note the pmsignal or the clean exits that end it.
+	if err := a.cfg.Kernel.EndReset(r.pm.Key, exited); err != nil {
 		a.cfg.Log.Warn("telling the kernel a reset ended", "pid", r.pm.Key.PID, "err", err)
 	}
 	if r.culprit == nil {
@@ -264,6 +327,8 @@ func (a *Agent) onSignal(ev *event.Event) {
 		// signals to their process groups reach their children too, which
 		// are not server processes), or an immediate shutdown's.
 		r := a.run(pm)
+		a.arbitrate(r, true)
+		r.fannedOut = true
 		if r.state.FanOut(ev.Time) {
 			r.culprit, r.told = nil, nil // a crash whose cause was not seen
 		}
@@ -285,6 +350,11 @@ func (a *Agent) onSignal(ev *event.Event) {
 func (a *Agent) settle(wait time.Duration) {
 	now := a.cfg.Now()
 	for _, r := range a.runs {
+		// No event followed the undecided crash (lost, or the postmaster
+		// stopped): the pass is taken to have come first.
+		if r.undecided != nil && (wait == 0 || now >= r.undecidedAt+uint64(time.Second)) {
+			a.arbitrate(r, false)
+		}
 		var late []*death
 		for nsPid, d := range r.dying {
 			if wait == 0 || now >= d.ev.Time+uint64(wait) {
