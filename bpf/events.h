@@ -87,11 +87,9 @@ enum oom_flag {
 
 enum counter {
 	COUNTER_RINGBUF_FULL = 0,       /* events lost: ring buffer reservation failed */
-	COUNTER_FORKS = 1,              /* processes forked (threads not counted) */
-	COUNTER_EXITS = 2,              /* processes exited (last thread) */
-	COUNTER_BIRTHS_EVICTED = 3,     /* exits of processes born after attach with no birth record */
-	COUNTER_CHILDREN_TRUNCATED = 4, /* exiting parents (threads) with more children than max_children */
-	COUNTER_MAX = 5,
+	COUNTER_BIRTHS_EVICTED = 1,     /* exits of processes born after attach with no birth record */
+	COUNTER_CHILDREN_TRUNCATED = 2, /* exiting parents (threads) with more children than max_children */
+	COUNTER_MAX = 3,
 };
 
 /* A process is identified by its tgid and the boot-time start of its group

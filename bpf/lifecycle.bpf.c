@@ -23,7 +23,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 const struct btf_exports *unused_btf_exports __attribute__((unused));
 
 /* Set by user space before loading. */
-const volatile bool stream_all = false; /* --all: every exit reaches user space */
+#define stream_all ((bool)immediate(IMM_STREAM_ALL, 0)) /* --all: every exit reaches user space */
 const volatile __u32 max_children = 64; /* orphans reported per exiting thread */
 /* With stream_all every exit is an event, and a wakeup per event would cost
  * user space a syscall each: wake it once wakeup_bytes are waiting (it also
@@ -35,7 +35,8 @@ const volatile __u32 wakeup_bytes = 64 << 10;
  * earlier have no birth record, and their exits are no evictions. */
 volatile __u64 attached_at_ns = ~0ULL;
 /* Set by user space: how many postmasters it watches. With none, no birth
- * can matter, and exec (attached all the time) reads nothing but comm. */
+ * can matter: exec (attached all the time) reads it only for a process in a
+ * PID namespace, after its comm and level. */
 volatile __u32 watching = 0;
 #define MAX_CHILDREN_BOUND 256 /* probe.MaxChildrenBound: Go rejects a larger max_children */
 #define MAX_SUBREAPER_DEPTH 16
@@ -60,7 +61,8 @@ static __always_inline bool births_matter(struct task_struct *t)
 {
 	if (stream_all)
 		return true;
-	if (!watching || t->thread_pid->level == 0)
+	/* The level first: a host process's answer costs no map memory. */
+	if (t->thread_pid->level == 0 || !watching)
 		return false;
 	struct task_ref scratch = {};
 	struct pid_namespace *ns = read_ns(t, &scratch);
@@ -80,7 +82,6 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	/* CLONE_THREAD children share the parent's tgid. */
 	if (child->pid != child->tgid)
 		return 0;
-	count(COUNTER_FORKS);
 	if (!births_matter(child))
 		return 0;
 
@@ -365,7 +366,6 @@ static __always_inline int thread_exit(struct task_struct *task, bool group_dead
 		report_orphans(task);
 	if (!group_dead)
 		return 0;
-	count(COUNTER_EXITS);
 
 	struct proc_key key = { .tgid = task->tgid, .start_ns = task->group_leader->start_boottime };
 	/* The wait(2) status: see exit_status_of. */

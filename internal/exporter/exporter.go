@@ -134,11 +134,11 @@ func New(cfg Config) *Exporter {
 		eventsMalformed: desc("orphanwatch_events_malformed_total",
 			"Ring-buffer records that could not be decoded and were skipped."),
 		forks: desc("orphanwatch_kernel_forks_total",
-			"Processes forked on the host while the fork program was attached (always with --all; otherwise "+
-				"only while a postmaster is watched: see orphanwatch_programs_attached)."),
+			"Tasks (processes and threads) created on the host since orphanwatch started, by the kernel's own "+
+				"count (/proc/stat processes), whether or not the programs are attached."),
 		exits: desc("orphanwatch_kernel_exits_total",
-			"Processes exited on the host while the exit program was attached (always with --all; otherwise "+
-				"only while a postmaster is watched)."),
+			"Tasks (processes and threads) that ended on the host since orphanwatch started: those created, "+
+				"less the growth of the live count (/proc/loadavg)."),
 		birthsEvicted: desc("orphanwatch_birth_records_evicted_total",
 			"Exits whose birth record the kernel had evicted (more live processes than --max-processes): their "+
 				"origin is judged from /proc instead."),

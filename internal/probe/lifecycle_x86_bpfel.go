@@ -39,11 +39,9 @@ type lifecycleCounter uint32
 
 const (
 	lifecycleCounterCOUNTER_RINGBUF_FULL       lifecycleCounter = 0
-	lifecycleCounterCOUNTER_FORKS              lifecycleCounter = 1
-	lifecycleCounterCOUNTER_EXITS              lifecycleCounter = 2
-	lifecycleCounterCOUNTER_BIRTHS_EVICTED     lifecycleCounter = 3
-	lifecycleCounterCOUNTER_CHILDREN_TRUNCATED lifecycleCounter = 4
-	lifecycleCounterCOUNTER_MAX                lifecycleCounter = 5
+	lifecycleCounterCOUNTER_BIRTHS_EVICTED     lifecycleCounter = 1
+	lifecycleCounterCOUNTER_CHILDREN_TRUNCATED lifecycleCounter = 2
+	lifecycleCounterCOUNTER_MAX                lifecycleCounter = 3
 )
 
 type lifecycleEvent struct {
@@ -157,13 +155,6 @@ type lifecycleProcKey struct {
 	StartNs uint64
 }
 
-type lifecycleServerComm struct {
-	_        structs.HostLayout
-	Head     uint64
-	Tail     uint64
-	TailMask uint64
-}
-
 type lifecycleSignalFlag uint32
 
 const (
@@ -255,8 +246,6 @@ const (
 	lifecycleVarAttachedAtNs     = "attached_at_ns"
 	lifecycleVarCrashExitCode    = "crash_exit_code"
 	lifecycleVarMaxChildren      = "max_children"
-	lifecycleVarServerComms      = "server_comms"
-	lifecycleVarStreamAll        = "stream_all"
 	lifecycleVarUnusedBtfExports = "unused_btf_exports"
 	lifecycleVarWakeupBytes      = "wakeup_bytes"
 	lifecycleVarWatching         = "watching"
@@ -334,8 +323,6 @@ type lifecycleVariableSpecs struct {
 	AttachedAtNs     *ebpf.VariableSpec `ebpf:"attached_at_ns"`
 	CrashExitCode    *ebpf.VariableSpec `ebpf:"crash_exit_code"`
 	MaxChildren      *ebpf.VariableSpec `ebpf:"max_children"`
-	ServerComms      *ebpf.VariableSpec `ebpf:"server_comms"`
-	StreamAll        *ebpf.VariableSpec `ebpf:"stream_all"`
 	UnusedBtfExports *ebpf.VariableSpec `ebpf:"unused_btf_exports"`
 	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	Watching         *ebpf.VariableSpec `ebpf:"watching"`
@@ -395,8 +382,6 @@ type lifecycleVariables struct {
 	AttachedAtNs     *ebpf.Variable `ebpf:"attached_at_ns"`
 	CrashExitCode    *ebpf.Variable `ebpf:"crash_exit_code"`
 	MaxChildren      *ebpf.Variable `ebpf:"max_children"`
-	ServerComms      *ebpf.Variable `ebpf:"server_comms"`
-	StreamAll        *ebpf.Variable `ebpf:"stream_all"`
 	UnusedBtfExports *ebpf.Variable `ebpf:"unused_btf_exports"`
 	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 	Watching         *ebpf.Variable `ebpf:"watching"`

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/orphanwatch/orphanwatch/internal/event"
+	"github.com/orphanwatch/orphanwatch/internal/procfs"
 	"github.com/orphanwatch/orphanwatch/internal/verdict"
 )
 
@@ -141,6 +141,9 @@ type Probe struct {
 	pageSize  uint64
 	batched   bool          // the kernel batches wakeups (StreamAll): poll for stragglers
 	malformed atomic.Uint64 // records that could not be decoded
+	// The host's task tallies at Load, and the most exits Counters has said.
+	tasksAtLoad procfs.Tasks
+	exits       atomic.Uint64
 }
 
 // Load checks the kernel, loads the programs and attaches them. On error
@@ -165,6 +168,9 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err := checkKernel(); err != nil {
 		return nil, err
 	}
+	if p.tasksAtLoad, err = procfs.Default.ReadTasks(); err != nil {
+		return nil, fmt.Errorf("reading the host's task counts: %w", err)
+	}
 	p.clock, err = NewClock()
 	if err != nil {
 		return nil, err
@@ -177,10 +183,9 @@ func Load(cfg Config) (_ *Probe, err error) {
 	cfg.size(lifecycle)
 	exitProg := chooseExitProgram(lifecycle, kernelTypes, cfg.ExitLive)
 	if err := setVariables(lifecycle, map[string]any{
-		lifecycleVarStreamAll:   cfg.StreamAll,
 		lifecycleVarMaxChildren: cfg.MaxChildren,
 		lifecycleVarWakeupBytes: min(maxWakeupBytes, cfg.RingBufferBytes/2),
-	}); err != nil {
+	}, lifecycleImmediates(cfg.StreamAll)); err != nil {
 		return nil, err
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernelTypes}}
@@ -205,7 +210,7 @@ func Load(cfg Config) (_ *Probe, err error) {
 		return nil, fmt.Errorf("reading embedded signals object: %w", err)
 	}
 	cfg.size(signals)
-	if err := setRules(signals); err != nil {
+	if err := setRules(signals, serverCommImmediates()); err != nil {
 		return nil, err
 	}
 	if err := loadRefusing(signals, &p.signals, opts, cfg.Refuse); err != nil {
@@ -255,28 +260,22 @@ func Load(cfg Config) (_ *Probe, err error) {
 }
 
 // setVariables sets a collection's constants, and PostgreSQL's rules.
-func setVariables(spec *ebpf.CollectionSpec, values map[string]any) error {
+func setVariables(spec *ebpf.CollectionSpec, values map[string]any, immediates map[uint64]uint64) error {
 	for name, value := range values {
 		if err := spec.Variables[name].Set(value); err != nil {
 			return fmt.Errorf("setting %s: %w", name, err)
 		}
 	}
-	return setRules(spec)
+	return setRules(spec, immediates)
 }
 
 // setRules hands the programs PostgreSQL's rules from internal/verdict: the
 // exit code from which a child's exit is a crash, and the comms of the
-// server binaries, as bpf/postgres.h compares them.
-func setRules(spec *ebpf.CollectionSpec) error {
-	comms := make([]lifecycleServerComm, len(verdict.ServerBinaries))
-	if room := int(spec.Variables[lifecycleVarServerComms].Size()) / int(unsafe.Sizeof(lifecycleServerComm{})); room != len(comms) {
-		return fmt.Errorf("bpf/postgres.h has room for %d server comms, internal/verdict names %d", room, len(comms))
-	}
-	for i, name := range verdict.ServerBinaries {
-		comms[i] = commPattern(name)
-	}
-	if err := spec.Variables[lifecycleVarServerComms].Set(comms); err != nil {
-		return fmt.Errorf("setting server comms: %w", err)
+// server binaries, as bpf/postgres.h compares them: immediates, with the
+// object's own.
+func setRules(spec *ebpf.CollectionSpec, immediates map[uint64]uint64) error {
+	if err := setImmediates(spec, immediates); err != nil {
+		return err
 	}
 	if err := spec.Variables[lifecycleVarCrashExitCode].Set(uint32(verdict.CrashExitCode)); err != nil {
 		return fmt.Errorf("setting the crash exit code: %w", err)
@@ -284,14 +283,22 @@ func setRules(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-// commPattern is how bpf/postgres.h matches a comm: its first 8 bytes, and
-// the next 8 masked up to and including the NUL that ends the name.
-func commPattern(name string) lifecycleServerComm {
+// serverComms are the patterns of verdict.ServerBinaries.
+func serverComms() []serverComm {
+	comms := make([]serverComm, len(verdict.ServerBinaries))
+	for i, name := range verdict.ServerBinaries {
+		comms[i] = commPattern(name)
+	}
+	return comms
+}
+
+// commPattern is the serverComm of a binary's name.
+func commPattern(name string) serverComm {
 	var comm [16]byte
 	n := copy(comm[:15], name)             // the kernel keeps 15 bytes and a NUL
 	nul := max(n, 8) - 8                   // where the name's NUL is in the second word
 	mask := uint64(1)<<(8*uint(nul+1)) - 1 // a shift by 64 is 0: all ones for nul 7
-	return lifecycleServerComm{
+	return serverComm{
 		Head:     binary.LittleEndian.Uint64(comm[:8]),
 		Tail:     binary.LittleEndian.Uint64(comm[8:]) & mask,
 		TailMask: mask,

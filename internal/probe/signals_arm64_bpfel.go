@@ -28,7 +28,6 @@ const (
 	signalsProgHandleSignalDeliver  = "handle_signal_deliver"
 	signalsProgHandleSignalGenerate = "handle_signal_generate"
 	signalsVarCrashExitCode         = "crash_exit_code"
-	signalsVarServerComms           = "server_comms"
 )
 
 // loadSignals returns the embedded CollectionSpec for signals.
@@ -97,7 +96,6 @@ type signalsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type signalsVariableSpecs struct {
 	CrashExitCode *ebpf.VariableSpec `ebpf:"crash_exit_code"`
-	ServerComms   *ebpf.VariableSpec `ebpf:"server_comms"`
 }
 
 // signalsObjects contains all objects after they have been loaded into the kernel.
@@ -150,7 +148,6 @@ func (m *signalsMaps) Close() error {
 // It can be passed to loadSignalsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type signalsVariables struct {
 	CrashExitCode *ebpf.Variable `ebpf:"crash_exit_code"`
-	ServerComms   *ebpf.Variable `ebpf:"server_comms"`
 }
 
 // signalsPrograms contains all programs after they have been loaded into the kernel.

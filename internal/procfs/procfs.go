@@ -304,3 +304,53 @@ func ParseCgroups(data []byte) map[string]string {
 func (fs FS) ReadFileIn(pid int, name string) ([]byte, error) {
 	return readFile(filepath.Join(fs.Root, strconv.Itoa(pid), "cwd", name))
 }
+
+// Tasks are the kernel's own tallies of tasks (processes and threads).
+type Tasks struct {
+	Forked uint64 // created since boot: /proc/stat's "processes" (total_forks)
+	Alive  uint64 // existing now: /proc/loadavg's "running/total" total (nr_threads)
+}
+
+// ReadTasks reads the host's task tallies; they are not per PID namespace.
+func (fs FS) ReadTasks() (Tasks, error) {
+	stat, err := readFile(filepath.Join(fs.Root, "stat"))
+	if err != nil {
+		return Tasks{}, err
+	}
+	loadavg, err := readFile(filepath.Join(fs.Root, "loadavg"))
+	if err != nil {
+		return Tasks{}, err
+	}
+	return ParseTasks(stat, loadavg)
+}
+
+// ParseTasks reads Tasks from the text of /proc/stat and /proc/loadavg.
+func ParseTasks(stat, loadavg []byte) (Tasks, error) {
+	var t Tasks
+	found := false
+	for line := range bytes.Lines(stat) {
+		if rest, ok := bytes.CutPrefix(line, []byte("processes ")); ok {
+			n, err := strconv.ParseUint(string(bytes.TrimSpace(rest)), 10, 64)
+			if err != nil {
+				return t, fmt.Errorf("/proc/stat: processes: %w", err)
+			}
+			t.Forked, found = n, true
+			break
+		}
+	}
+	if !found {
+		return t, errors.New("/proc/stat has no processes line")
+	}
+	// "0.12 0.34 0.56 2/345 6789": the fourth field is running/total.
+	fields := strings.Fields(string(loadavg))
+	if len(fields) < 4 {
+		return t, fmt.Errorf("/proc/loadavg: %q has no running/total field", loadavg)
+	}
+	_, total, ok := strings.Cut(fields[3], "/")
+	n, err := strconv.ParseUint(total, 10, 64)
+	if !ok || err != nil {
+		return t, fmt.Errorf("/proc/loadavg: %q is not running/total", fields[3])
+	}
+	t.Alive = n
+	return t, nil
+}

@@ -192,3 +192,27 @@ func FuzzParseCmdline(f *testing.F) {
 		}
 	})
 }
+
+func TestParseTasks(t *testing.T) {
+	stat := []byte("cpu  1 2 3 4\nintr 5\nctxt 6\nbtime 7\nprocesses 123456\nprocs_running 2\n")
+	got, err := ParseTasks(stat, []byte("0.50 0.40 0.30 3/789 12345\n"))
+	if err != nil || got != (Tasks{Forked: 123456, Alive: 789}) {
+		t.Errorf("ParseTasks = %+v, %v; want 123456 forked, 789 alive", got, err)
+	}
+	for _, bad := range []struct{ stat, loadavg string }{
+		{"cpu 1\n", "0.5 0.4 0.3 3/789 1\n"},         // no processes line
+		{"processes x\n", "0.5 0.4 0.3 3/789 1\n"},   // not a number
+		{"processes 1\n", "0.5 0.4 0.3\n"},           // no running/total
+		{"processes 1\n", "0.5 0.4 0.3 789 1\n"},     // no slash
+		{"processes 1\n", "0.5 0.4 0.3 3/seven 1\n"}, // not a number
+	} {
+		if got, err := ParseTasks([]byte(bad.stat), []byte(bad.loadavg)); err == nil {
+			t.Errorf("ParseTasks(%q, %q) = %+v, want an error", bad.stat, bad.loadavg, got)
+		}
+	}
+	// The host's own files parse, and count this test's process.
+	tasks, err := Default.ReadTasks()
+	if err != nil || tasks.Forked == 0 || tasks.Alive == 0 {
+		t.Errorf("ReadTasks = %+v, %v", tasks, err)
+	}
+}

@@ -103,6 +103,6 @@ func TestSoak(t *testing.T) {
 		t.Errorf("agent RSS went from %d KiB to %d KiB (%+.1f%%), want within 10%%: %v", first, last, 100*growth, rss)
 	}
 	exits := metricValue(t, s.Addr, "orphanwatch_kernel_exits_total")
-	t.Logf("soak %s: %d incidents, %d reported, %d confirmed; %.0f process exits; lost 0; agent RSS %d -> %d KiB (samples %v)",
+	t.Logf("soak %s: %d incidents, %d reported, %d confirmed; %.0f tasks ended on the host; lost 0; agent RSS %d -> %d KiB (samples %v)",
 		time.Since(start).Round(time.Second), incidents, len(crashes), len(confirmed), exits, first, last, rss)
 }
