@@ -64,11 +64,11 @@ func Open(cfg Config) (*Pipeline, error) {
 // lost reads the kernel's count of events the ring buffer dropped.
 func lost(p *probe.Probe) func() uint64 {
 	return func() uint64 {
-		c, err := p.Counters()
+		n, err := p.Lost()
 		if err != nil {
 			return 0
 		}
-		return c.Lost
+		return n
 	}
 }
 

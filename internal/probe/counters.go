@@ -57,3 +57,17 @@ func (p *Probe) Counters() (Counters, error) {
 	}
 	return c, nil
 }
+
+// Lost reads only the count of events the ring buffer dropped: the agent
+// asks after every drain of the ring buffer, too often to read /proc.
+func (p *Probe) Lost() (uint64, error) {
+	var perCPU []uint64
+	if err := p.lifecycle.Counters.Lookup(uint32(lifecycleCounterCOUNTER_RINGBUF_FULL), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading the lost events counter: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}

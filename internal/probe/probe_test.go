@@ -409,6 +409,9 @@ func TestKernelCountersAndDefaultFilter(t *testing.T) {
 	if after.Forks-before.Forks < 21 || after.Exits-before.Exits < 21 {
 		t.Errorf("counters went from %+v to %+v, want at least 21 more forks and exits", before, after)
 	}
+	if lost, err := c.probe.Lost(); err != nil || lost != after.Lost {
+		t.Errorf("Lost() = %d, %v; Counters says %d", lost, err, after.Lost)
+	}
 	if after.Lost != 0 || after.BirthsEvicted != 0 {
 		t.Errorf("lost %d events, %d birth records evicted in a quiet run, want 0", after.Lost, after.BirthsEvicted)
 	}
