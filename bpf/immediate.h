@@ -10,7 +10,7 @@
  * each marker by its value and refuses to load a program that keeps one. */
 #pragma once
 
-#define IMM_MARKER 0x6f77696d6d000000ULL /* "\0\0\0mmiwo": no real constant */
+#define IMM_MARKER 0x6f77696d6d000000ULL /* "owimm" in the top bytes: no real constant */
 #define IMM_STREAM_ALL (IMM_MARKER | 0x100)  /* --all: bool */
 #define IMM_SERVER_COMM (IMM_MARKER | 0x200) /* + 3*i: head, tail, tail_mask of server comm i */
 
