@@ -65,6 +65,7 @@ func TestOOMKillOfABackendInAMemoryCgroup(t *testing.T) {
 	serve := startServe(t) // the agent, for orphanwatch_oom_kills_total
 	serve.waitReady(15 * time.Second)
 	c := oomCluster(t, testenv.ClusterOptions{})
+	waitWatching(t, tr, serve, c.PostmasterPID)
 	adj := readTrimmed(t, fmt.Sprintf("/proc/%d/oom_score_adj", c.PostmasterPID))
 	before := oomKills(t, serve.Addr, "server")
 	backend, out := runOutOfMemory(t, c)
@@ -152,6 +153,7 @@ func TestOOMKillOfAnUnprotectedPostmaster(t *testing.T) {
 		Env:         []string{"PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj", "PG_OOM_ADJUST_VALUE=0"},
 	})
 
+	waitWatching(t, tr, serve, c.PostmasterPID)
 	code, audited, _ := checkJSON(t, "--pid", strconv.Itoa(c.PostmasterPID))
 	if f := finding(t, audited, c.PostmasterPID, audit.CheckOOMScoreAdj); code != 2 || f.Level != audit.Warn || !strings.Contains(f.Message, "(oom_score_adj 1000) can be chosen by the OOM killer before its server processes") {
 		t.Errorf("check before the OOM: exit %d, oom_score_adj finding %+v; want the warning", code, f)
@@ -189,6 +191,25 @@ func TestOOMKillOfAnUnprotectedPostmaster(t *testing.T) {
 	}
 	if crash := tr.Records(forPostmaster(c.PostmasterPID, "crash-restart-confirmed")); len(crash) != 0 {
 		t.Errorf("a dead postmaster cannot crash-restart: %+v", crash)
+	}
+}
+
+// waitWatching waits until trace and serve both watch the postmaster, whose
+// start they learn from the kernel: the OOM program attaches only then
+// (attach by need), and an OOM kill before it would go unseen.
+func waitWatching(t *testing.T, tr *testenv.Tracer, serve *server, pm int) {
+	t.Helper()
+	if _, ok := tr.WaitFor(15*time.Second, forPostmaster(pm, "postmaster-pid1")); !ok {
+		t.Fatalf("trace reported no postmaster-pid1 for %d within 15s:\n%s", pm, tr.Stderr())
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, body := httpGet(t, "http://"+serve.Addr+"/metrics")
+		if strings.Contains(body, `orphanwatch_programs_attached{hook="tp_btf/mark_victim",program="handle_mark_victim"} 1`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve has not attached its OOM program within 15s of the postmaster's start")
+		}
 	}
 }
 
