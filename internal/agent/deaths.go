@@ -27,6 +27,11 @@ import (
 // decides it anyway (an event was lost).
 const reapWait = 10 * time.Second
 
+// undecidedWait is how long a crash waits for the postmaster's next step
+// (see arbitrate) before the sweep takes the reaping pass as first: that
+// step follows within microseconds unless its event was lost.
+const undecidedWait = time.Second
+
 // maxDying bounds the deaths a postmaster keeps waiting.
 const maxDying = 4096
 
@@ -352,7 +357,7 @@ func (a *Agent) settle(wait time.Duration) {
 	for _, r := range a.runs {
 		// No event followed the undecided crash (lost, or the postmaster
 		// stopped): the pass is taken to have come first.
-		if r.undecided != nil && (wait == 0 || now >= r.undecidedAt+uint64(time.Second)) {
+		if r.undecided != nil && (wait == 0 || now >= r.undecidedAt+uint64(undecidedWait)) {
 			a.arbitrate(r, false)
 		}
 		var late []*death
