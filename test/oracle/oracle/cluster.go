@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -189,20 +190,57 @@ func (c *namespaceCluster) Stop() error {
 // Ready asks pg_isready (no session, so no backend to disturb), and
 // gives up at once when the postmaster is gone.
 func (c *namespaceCluster) Ready(timeout time.Duration) error {
+	return waitReady(c, fmt.Sprintf("%s/pg_isready -h %s -U postgres", testenv.PGBin, c.Socket), timeout)
+}
+
+// waitReady runs probe (a pg_isready) until it succeeds, the postmaster
+// exits or timeout passes. A server that stays down is a harness failure
+// that must be explained from its one report: the error says what
+// pg_isready last said, what the postmaster and its children were doing,
+// and the log's last lines.
+func waitReady(c Cluster, probe string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	probe := fmt.Sprintf("%s/pg_isready -q -h %s -U postgres", testenv.PGBin, c.Socket)
 	for {
 		if c.Exited() {
 			return fmt.Errorf("the postmaster (pid %d) has exited", c.PostmasterPID())
 		}
-		if _, err := c.Exec(probe); err == nil {
+		out, err := c.Exec(probe)
+		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("server not ready after %s", timeout)
+			return fmt.Errorf("server not ready after %s: pg_isready: %v: %s\nthe postmaster and its children:\n%s\nthe server log's last lines:\n%s",
+				timeout, err, strings.TrimSpace(out), processTree(c.PostmasterPID()), tail(c.Log(), 15))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// processTree lists pid and its children (every thread's), one a line:
+// host pid, state, kernel wait channel and command line.
+func processTree(pid int) string {
+	var b strings.Builder
+	line := func(pid int, indent string) {
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		state := "?"
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && len(stat) > i+2 {
+			state = string(stat[i+2])
+		}
+		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		fmt.Fprintf(&b, "%s%d %s %s %s\n", indent, pid, state, wchan, bytes.TrimSpace(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+	}
+	line(pid, "")
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, task := range tasks {
+		children, _ := os.ReadFile(task)
+		for _, f := range strings.Fields(string(children)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				line(child, "  ")
+			}
+		}
+	}
+	return strings.TrimRight(b.String(), "\n")
 }
 
 // writeExecutable writes a script the namespace runs.

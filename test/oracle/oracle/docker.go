@@ -180,19 +180,7 @@ func (c *dockerCluster) Command(name string, args ...string) *exec.Cmd {
 
 // Ready asks pg_isready on the image's default socket.
 func (c *dockerCluster) Ready(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if c.Exited() {
-			return fmt.Errorf("the postmaster (pid %d) has exited", c.pid)
-		}
-		if _, err := c.Exec(c.PGBin() + "/pg_isready -q -U postgres"); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("server not ready after %s", timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return waitReady(c, c.PGBin()+"/pg_isready -U postgres", timeout)
 }
 
 func (c *dockerCluster) Log() string { return c.log.read() }

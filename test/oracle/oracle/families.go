@@ -283,7 +283,13 @@ func grandchildren(r *Round) error {
 			how = append(how, fmt.Sprintf("g%d sleep %.1fs", i, leaf.Seconds()))
 		} else {
 			child := fmt.Sprintf("$RUN g%d sh %s &\n", i+1, r.inside(fmt.Sprintf("g%d.sh", i+1)))
-			switch policy := []string{"status", "exit 0", "exit 2", "exit 3", "early"}[r.rng.IntN(5)]; policy {
+			policy := []string{"status", "exit 0", "exit 2", "exit 3", "early"}[r.rng.IntN(5)]
+			if r.Isolated && i == 0 && (policy == "status" || policy == "exit 0") {
+				// A child below that exits early and cleanly can let g0
+				// end cleanly before the kill: sure to crash all the same.
+				policy = "exit 2"
+			}
+			switch policy {
 			case "status":
 				text = child + "wait $!\nexit $?\n"
 				how = append(how, fmt.Sprintf("g%d exits with the child's status", i))
