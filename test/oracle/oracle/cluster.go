@@ -231,14 +231,8 @@ func processTree(pid int) string {
 		fmt.Fprintf(&b, "%s%d %s %s %s\n", indent, pid, state, wchan, bytes.TrimSpace(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 	}
 	line(pid, "")
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, task := range tasks {
-		children, _ := os.ReadFile(task)
-		for _, f := range strings.Fields(string(children)) {
-			if child, err := strconv.Atoi(f); err == nil {
-				line(child, "  ")
-			}
-		}
+	for _, child := range childrenOf(pid) {
+		line(child, "  ")
 	}
 	return strings.TrimRight(b.String(), "\n")
 }
