@@ -35,8 +35,8 @@ const volatile __u32 wakeup_bytes = 64 << 10;
  * earlier have no birth record, and their exits are no evictions. */
 volatile __u64 attached_at_ns = ~0ULL;
 /* Set by user space: how many postmasters it watches. With none, no birth
- * can matter: exec (attached all the time) reads it only for a process in a
- * PID namespace, after its comm and level. */
+ * can matter (and handle_exec_idle runs instead of handle_exec): read only
+ * for a process in a PID namespace, after its level. */
 volatile __u32 watching = 0;
 #define MAX_CHILDREN_BOUND 256 /* probe.MaxChildrenBound: Go rejects a larger max_children */
 #define MAX_SUBREAPER_DEPTH 16
@@ -114,20 +114,13 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-/* Executing a new program: where births matter (in a watched postmaster's
- * namespace, or everywhere with stream_all), remember the program and the
- * start of its argv (the environment that follows argv is never read), for
- * the command line of whatever dies later. Starts of postgres binaries go to
- * user space, which decides whether it is a postmaster. This program stays
- * attached when nothing is watched: for any other exec it costs a compare. */
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+/* Where births matter (in a watched postmaster's namespace, or everywhere
+ * with stream_all) an exec is remembered: the program and the start of its
+ * argv (the environment that follows argv is never read), for the command
+ * line of whatever dies later. Starts of postgres binaries go to user space,
+ * which decides whether it is a postmaster. */
+static __always_inline void exec_seen(struct task_struct *task, struct linux_binprm *bprm, bool server, bool keep)
 {
-	bool server = comm_is_server(task->comm);
-	bool keep = births_matter(task);
-	if (!server && !keep)
-		return 0;
-
 	/* After exec the task leads its group (de_thread keeps the leader's start). */
 	struct proc_key key = { .tgid = task->tgid, .start_ns = task->start_boottime };
 	struct exec_record x = {};
@@ -145,11 +138,11 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	if (keep)
 		bpf_map_update_elem(&execs, &key, &x, BPF_ANY);
 	if (!server)
-		return 0;
+		return;
 
 	struct event *e = reserve_event(EVENT_EXEC);
 	if (!e)
-		return 0;
+		return;
 	read_task_ref(task, &e->task);
 	read_task_ref(task->real_parent, &e->parent);
 	read_cgroup(task, e);
@@ -158,6 +151,29 @@ int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	e->birth.fork.flags |= BIRTH_EXECED;
 	e->flags |= EVENT_HAS_BIRTH;
 	submit_event(e);
+}
+
+/* Attached while a postmaster is watched (always with stream_all). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	bool server = comm_is_server(task->comm);
+	bool keep = births_matter(task);
+	if (server || keep)
+		exec_seen(task, bprm, server, keep);
+	return 0;
+}
+
+/* Attached instead of handle_exec while nothing is watched: then no birth
+ * matters, and only a postgres binary's start does. It reads nothing but
+ * the comm exec has just written: every exec on a node with no postmaster
+ * pays this compare and nothing else (a pid's level, read by births_matter,
+ * is a cold line: 150 ns more here). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec_idle, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (comm_is_server(task->comm))
+		exec_seen(task, bprm, true, false);
 	return 0;
 }
 

@@ -282,6 +282,11 @@ func (a *Agent) onExec(ev *event.Event) {
 	if !verdict.IsServerBinary(ev.Birth.ExePath(), ev.Task.Comm.String()) {
 		return
 	}
+	// Both exec programs see an exec while they trade places (the probe
+	// attaches one before it detaches the other): the second is no news.
+	if a.cfg.Table.Postmaster(ev.Task.Key()) != nil {
+		return
+	}
 	parentExe, _ := a.cfg.Proc.Exe(int(ev.Parent.PID))
 	parentIsServer := verdict.IsServerBinary(parentExe, ev.Parent.Comm.String())
 	pm, err := a.cfg.Table.AddPostmaster(int(ev.Task.PID), parentIsServer)

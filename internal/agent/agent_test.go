@@ -21,6 +21,7 @@ import (
 type fakeKernel struct {
 	mu        sync.Mutex
 	watched   map[uint32]uint64
+	watches   int      // Watch calls
 	resetEnds []uint64 // the times EndReset was given
 }
 
@@ -34,6 +35,7 @@ func (k *fakeKernel) EndReset(_ event.ProcessKey, at uint64) error {
 func (k *fakeKernel) Watch(key event.ProcessKey) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.watches++
 	k.watched[key.PID] = key.StartTicks
 	return nil
 }
@@ -119,6 +121,20 @@ func psqlExit() *event.Event {
 	ev.Birth.ArgsLen = uint16(len(argv))
 	ev.Signal = event.Signal{Signo: uint32(unix.SIGPIPE), SenderPID: 300, Flags: event.SignalFromSelf | event.SignalNoInfo}
 	return ev
+}
+
+// While the probe's two exec programs trade places both may report one
+// exec: the postmaster is watched and reported once.
+func TestPostmasterExecSeenTwiceIsOneStart(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.postmasterExec()
+	if f.kernel.watches != 1 {
+		t.Errorf("Watch called %d times, want 1", f.kernel.watches)
+	}
+	if rs := f.sink.byVerdict("postmaster-pid1"); len(rs) != 1 {
+		t.Errorf("%d postmaster-pid1 records, want 1: %+v", len(rs), f.sink.records)
+	}
 }
 
 func TestPostmasterStartIsWatchedAndFlaggedAsPID1(t *testing.T) {

@@ -14,10 +14,10 @@ import (
 	"github.com/orphanwatch/orphanwatch/internal/testenv"
 )
 
-// The kernel's counters are read from the BPF map at scrape time: forks
-// made between two scrapes show in the second. The fork program runs only
-// while a postmaster is watched, and the scrape says which programs are
-// attached.
+// The kernel's counters are read at scrape time: forks made between two
+// scrapes show in the second. The fork program runs only while a
+// postmaster is watched, the exec program that only compares comms only
+// while none is, and the scrape says which programs are attached.
 func TestKernelCountersFromARealProbe(t *testing.T) {
 	testenv.RequireRoot(t)
 	p, err := probe.Load(probe.Config{})
@@ -31,9 +31,14 @@ func TestKernelCountersFromARealProbe(t *testing.T) {
 	attached := func(program string) float64 {
 		return gatherLabelled(t, reg, "orphanwatch_programs_attached", "program", program)
 	}
-	if attached("handle_exec") != 1 || attached("handle_fork") != 0 {
-		t.Errorf("nothing watched: exec attached %v, fork attached %v; want 1 and 0", attached("handle_exec"), attached("handle_fork"))
+	idle := func(when string) {
+		t.Helper()
+		if attached("handle_exec_idle") != 1 || attached("handle_exec") != 0 || attached("handle_fork") != 0 {
+			t.Errorf("%s: handle_exec_idle attached %v, handle_exec %v, handle_fork %v; want 1, 0 and 0",
+				when, attached("handle_exec_idle"), attached("handle_exec"), attached("handle_fork"))
+		}
 	}
+	idle("nothing watched")
 
 	// Any live process stands in for a postmaster here: the kernel only
 	// keys on its pid and start.
@@ -45,8 +50,9 @@ func TestKernelCountersFromARealProbe(t *testing.T) {
 	if err := p.Watch(self); err != nil {
 		t.Fatal(err)
 	}
-	if attached("handle_fork") != 1 || attached("handle_exit") != 1 {
-		t.Errorf("a postmaster watched: fork attached %v, exit %v; want 1", attached("handle_fork"), attached("handle_exit"))
+	if attached("handle_fork") != 1 || attached("handle_exit") != 1 || attached("handle_exec") != 1 || attached("handle_exec_idle") != 0 {
+		t.Errorf("a postmaster watched: fork attached %v, exit %v, handle_exec %v, handle_exec_idle %v; want 1, 1, 1 and 0",
+			attached("handle_fork"), attached("handle_exit"), attached("handle_exec"), attached("handle_exec_idle"))
 	}
 	before := gatherValue(t, reg, "orphanwatch_kernel_forks_total")
 	for range 5 {
@@ -67,9 +73,7 @@ func TestKernelCountersFromARealProbe(t *testing.T) {
 	if err := p.Unwatch(self.PID); err != nil {
 		t.Fatal(err)
 	}
-	if attached("handle_fork") != 0 || attached("handle_exec") != 1 {
-		t.Errorf("the last postmaster gone: fork attached %v, exec %v; want 0 and 1", attached("handle_fork"), attached("handle_exec"))
-	}
+	idle("the last postmaster gone")
 	if n := gatherValue(t, reg, "orphanwatch_program_switches_total"); n != 2 {
 		t.Errorf("orphanwatch_program_switches_total = %v after one watch and unwatch, want 2", n)
 	}

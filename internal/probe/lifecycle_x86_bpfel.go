@@ -239,6 +239,7 @@ const (
 	lifecycleMapWatched          = "watched"
 	lifecycleMapZombies          = "zombies"
 	lifecycleProgHandleExec      = "handle_exec"
+	lifecycleProgHandleExecIdle  = "handle_exec_idle"
 	lifecycleProgHandleExit      = "handle_exit"
 	lifecycleProgHandleExitLive  = "handle_exit_live"
 	lifecycleProgHandleFork      = "handle_fork"
@@ -294,6 +295,7 @@ type lifecycleSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lifecycleProgramSpecs struct {
 	HandleExec     *ebpf.ProgramSpec `ebpf:"handle_exec"`
+	HandleExecIdle *ebpf.ProgramSpec `ebpf:"handle_exec_idle"`
 	HandleExit     *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleExitLive *ebpf.ProgramSpec `ebpf:"handle_exit_live"`
 	HandleFork     *ebpf.ProgramSpec `ebpf:"handle_fork"`
@@ -392,6 +394,7 @@ type lifecycleVariables struct {
 // It can be passed to loadLifecycleObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lifecyclePrograms struct {
 	HandleExec     *ebpf.Program `ebpf:"handle_exec"`
+	HandleExecIdle *ebpf.Program `ebpf:"handle_exec_idle"`
 	HandleExit     *ebpf.Program `ebpf:"handle_exit"`
 	HandleExitLive *ebpf.Program `ebpf:"handle_exit_live"`
 	HandleFork     *ebpf.Program `ebpf:"handle_fork"`
@@ -401,6 +404,7 @@ type lifecyclePrograms struct {
 func (p *lifecyclePrograms) Close() error {
 	return _LifecycleClose(
 		p.HandleExec,
+		p.HandleExecIdle,
 		p.HandleExit,
 		p.HandleExitLive,
 		p.HandleFork,

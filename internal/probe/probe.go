@@ -97,9 +97,10 @@ type Attachment struct {
 	Program string // BPF program name, as bpftool lists it
 	Hook    string // e.g. tp_btf/sched_process_exit
 	// OnDemand: attached only while a postmaster is watched (and always
-	// with StreamAll or AttachAll); the others stay attached.
-	OnDemand bool
-	Attached bool // now
+	// with StreamAll or AttachAll); Idle: only while none is (never with
+	// StreamAll or AttachAll); the others stay attached.
+	OnDemand, Idle bool
+	Attached       bool // now
 }
 
 // hook is a loaded program, attached or not.
@@ -116,12 +117,14 @@ type lifecycleLoaded struct {
 	lifecycleVariables
 	HandleFork *ebpf.Program `ebpf:"handle_fork"`
 	HandleExec *ebpf.Program `ebpf:"handle_exec"`
-	HandleExit *ebpf.Program `ebpf:"handle_exit"`
-	HandleWait *ebpf.Program `ebpf:"handle_wait"`
+	// HandleExecIdle replaces HandleExec while nothing is watched.
+	HandleExecIdle *ebpf.Program `ebpf:"handle_exec_idle"`
+	HandleExit     *ebpf.Program `ebpf:"handle_exit"`
+	HandleWait     *ebpf.Program `ebpf:"handle_wait"`
 }
 
 func (o *lifecycleLoaded) Close() error {
-	return _LifecycleClose(o.HandleFork, o.HandleExec, o.HandleExit, o.HandleWait, &o.lifecycleMaps)
+	return _LifecycleClose(o.HandleFork, o.HandleExec, o.HandleExecIdle, o.HandleExit, o.HandleWait, &o.lifecycleMaps)
 }
 
 // Probe is the loaded and attached set of programs.
@@ -216,12 +219,14 @@ func Load(cfg Config) (_ *Probe, err error) {
 	if err := loadRefusing(signals, &p.signals, opts, cfg.Refuse); err != nil {
 		return nil, classify("loading the signal programs", err)
 	}
-	// Only the exec program is needed to find a postmaster; the rest only
-	// matter while one is watched (Watch attaches them), so a node without
-	// one pays for nothing but exec.
+	// Only an exec program is needed to find a postmaster, and while none
+	// is watched the one that only compares comms; the rest only matter
+	// while one is watched (Watch attaches them), so a node without one pays
+	// for nothing but that compare on exec.
 	p.hooks = []*hook{
-		{Attachment: Attachment{Program: "handle_exec", Hook: "tp_btf/sched_process_exec"}, prog: p.lifecycle.HandleExec},
+		{Attachment: Attachment{Program: "handle_exec_idle", Hook: "tp_btf/sched_process_exec", Idle: true}, prog: p.lifecycle.HandleExecIdle},
 		{Attachment: Attachment{Program: "handle_fork", Hook: "tp_btf/sched_process_fork", OnDemand: true}, prog: p.lifecycle.HandleFork},
+		{Attachment: Attachment{Program: "handle_exec", Hook: "tp_btf/sched_process_exec", OnDemand: true}, prog: p.lifecycle.HandleExec},
 		{Attachment: Attachment{Program: exitProg, Hook: "tp_btf/sched_process_exit", OnDemand: true}, prog: p.lifecycle.HandleExit},
 		{Attachment: Attachment{Program: "handle_wait", Hook: "tp_btf/sched_process_wait", OnDemand: true}, prog: p.lifecycle.HandleWait},
 		{Attachment: Attachment{Program: "handle_signal_generate", Hook: "tp_btf/signal_generate", OnDemand: true}, prog: p.signals.HandleSignalGenerate},
@@ -387,36 +392,46 @@ func checkKernel() error {
 	return nil
 }
 
-// attach attaches the hooks not attached yet: every one with demand, else
-// those not OnDemand. The fork program goes first, so that a process born
-// once the others run has its birth record; then the kernel is told the
-// time, before which a missing birth record is no eviction.
+// wanted reports whether a hook is to be attached when demand says whether
+// a postmaster is watched (always true with StreamAll or AttachAll).
+func (h *hook) wanted(demand bool) bool {
+	switch {
+	case h.OnDemand:
+		return demand
+	case h.Idle:
+		return !demand
+	}
+	return true
+}
+
+// attach makes the hooks attached those wanted with demand: it attaches
+// the missing ones, then detaches the others. Attaching first leaves no
+// exec unseen while the exec programs trade places; a postgres exec both
+// see is reported twice, and the agent watches a postmaster once. The fork
+// program goes before the rest, so that a process born once they run has
+// its birth record; then the kernel is told the time, before which a
+// missing birth record is no eviction.
 func (p *Probe) attach(demand bool) error {
-	attached := false
+	recording := false
 	for _, h := range p.hooks {
-		if h.link != nil || (h.OnDemand && !demand) {
+		if h.link != nil || !h.wanted(demand) {
 			continue
 		}
 		l, err := link.AttachTracing(link.TracingOptions{Program: h.prog})
 		if err != nil {
 			return classify("attaching "+h.Hook, err)
 		}
-		h.link, h.Attached, attached = l, true, true
+		h.link, h.Attached = l, true
+		recording = recording || !h.Idle
 	}
-	if !attached {
-		return nil
+	if recording {
+		if err := p.lifecycle.AttachedAtNs.Set(p.clock.BootNow()); err != nil {
+			return fmt.Errorf("setting the attach time: %w", err)
+		}
 	}
-	if err := p.lifecycle.AttachedAtNs.Set(p.clock.BootNow()); err != nil {
-		return fmt.Errorf("setting the attach time: %w", err)
-	}
-	return nil
-}
-
-// detachOnDemand detaches the OnDemand hooks: nothing is watched any more.
-func (p *Probe) detachOnDemand() error {
 	var first error
 	for _, h := range p.hooks {
-		if h.link == nil || !h.OnDemand {
+		if h.link == nil || h.wanted(demand) {
 			continue
 		}
 		if err := h.link.Close(); err != nil && first == nil {
@@ -453,10 +468,13 @@ func (p *Probe) Attached() []Attachment {
 // AttachSummary says in a line which programs are attached and why.
 func (p *Probe) AttachSummary() string {
 	var now, later []string
+	idle := false
 	for _, a := range p.Programs() {
-		if a.Attached {
+		switch {
+		case a.Attached:
 			now = append(now, a.Hook)
-		} else {
+			idle = idle || a.Idle
+		case a.OnDemand:
 			later = append(later, a.Hook)
 		}
 	}
@@ -467,10 +485,10 @@ func (p *Probe) AttachSummary() string {
 	switch {
 	case !p.onDemand:
 		return attached + " (all of them, always: --all)"
-	case len(later) == 0:
-		return fmt.Sprintf("%s (all of them: %d postmaster(s) watched; all but exec detach when none is left)", attached, watched)
+	case !idle:
+		return fmt.Sprintf("%s (all of them: %d postmaster(s) watched; when none is left, all detach but an exec program that only compares comms)", attached, watched)
 	default:
-		return fmt.Sprintf("%s (no postmaster on this node: %s attach when one starts)", attached, strings.Join(later, ", "))
+		return fmt.Sprintf("%s (an exec program that only compares comms: no postmaster on this node; %s attach when one starts)", attached, strings.Join(later, ", "))
 	}
 }
 
@@ -641,7 +659,7 @@ func (p *Probe) Unwatch(pid uint32) error {
 	}
 	if p.onDemand && was && len(p.watched) == 0 {
 		p.switches++
-		return p.detachOnDemand()
+		return p.attach(false)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -519,4 +520,63 @@ func TestKernelPIDReuseKeepsBirthsApart(t *testing.T) {
 	if b.Birth.ExePath() != "/usr/bin/sh" || b.Status.Code() != 3 || !b.Task.Comm.Is("sh") || b.Birth.Time <= a.Birth.Time {
 		t.Errorf("second owner = %q %v %q born %d (first %d)", b.Birth.ExePath(), b.Status, b.Task.Comm, b.Birth.Time, a.Birth.Time)
 	}
+}
+
+// A postgres binary's start reaches user space whichever exec program is
+// attached: handle_exec_idle with nothing watched, handle_exec once a
+// postmaster is, handle_exec_idle again when it is gone. Other execs do not.
+func TestKernelServerExecReportedByEitherExecProgram(t *testing.T) {
+	c := startProbe(t, Config{})
+	dir, err := os.MkdirTemp("/tmp", "ow") // a path short enough for the kernel's exe field
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	server := filepath.Join(dir, "postgres")
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", sleep, server).CombinedOutput(); err != nil {
+		t.Fatalf("copying sleep: %v: %s", err, out)
+	}
+	execOf := func(pid int) func(*event.Event) bool {
+		return func(ev *event.Event) bool { return ev.Kind == event.KindExec && ev.Task.PID == uint32(pid) }
+	}
+	phase := func(when, program string) {
+		t.Helper()
+		var attached []string
+		for _, a := range c.probe.Attached() {
+			if a.Hook == "tp_btf/sched_process_exec" {
+				attached = append(attached, a.Program)
+			}
+		}
+		if !slices.Equal(attached, []string{program}) {
+			t.Errorf("%s: exec programs attached %v, want [%s]", when, attached, program)
+		}
+		cmd := run(t, server, "0.01")
+		ev := c.waitFor(t, "postgres exec ("+when+")", execOf(cmd.Process.Pid))
+		if ev.Birth.ExePath() != server || !strings.Contains(string(ev.Birth.Args[:ev.Birth.ArgsLen]), "0.01") {
+			t.Errorf("%s: exec event exe %q args %q, want %s 0.01", when, ev.Birth.ExePath(), ev.Birth.Args[:ev.Birth.ArgsLen], server)
+		}
+		other := run(t, "true")
+		time.Sleep(100 * time.Millisecond)
+		if n := c.count(execOf(other.Process.Pid)); n != 0 {
+			t.Errorf("%s: true's exec reached user space", when)
+		}
+	}
+	phase("nothing watched", "handle_exec_idle")
+	st, err := procfs.Default.ReadStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := event.ProcessKey{PID: uint32(os.Getpid()), StartTicks: st.StartTicks}
+	if err := c.probe.Watch(self); err != nil {
+		t.Fatal(err)
+	}
+	phase("a postmaster watched", "handle_exec")
+	if err := c.probe.Unwatch(self.PID); err != nil {
+		t.Fatal(err)
+	}
+	phase("the postmaster gone", "handle_exec_idle")
 }

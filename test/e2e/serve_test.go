@@ -212,21 +212,29 @@ func TestServeReadyzHealthzAndMetrics(t *testing.T) {
 		t.Errorf("landing page = %d, want 200 linking /metrics", code)
 	}
 	_, metrics := httpGet(t, base+"/metrics")
-	for _, want := range []string{"orphanwatch_build_info{", "orphanwatch_events_lost_total 0", `orphanwatch_programs_attached{hook="tp_btf/sched_process_exec",program="handle_exec"} 1`, "process_start_time_seconds", "go_goroutines"} {
+	for _, want := range []string{"orphanwatch_build_info{", "orphanwatch_events_lost_total 0", "process_start_time_seconds", "go_goroutines"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// One exec program or the other, by whether a postmaster runs.
+	exec := `orphanwatch_programs_attached{hook="tp_btf/sched_process_exec",program=`
+	if strings.Contains(metrics, exec+`"handle_exec"} 1`) == strings.Contains(metrics, exec+`"handle_exec_idle"} 1`) {
+		t.Errorf("/metrics: want exactly one exec program attached:\n%s", grepLines(metrics, exec))
+	}
 }
 
-// A node with no postmaster runs only the exec program; the first
-// postmaster attaches the rest, in time for an incident right after its
-// start, and the last one gone detaches them again.
+// A node with no postmaster runs only the exec program that compares
+// comms; the first postmaster attaches the rest (and the full exec
+// program in its place), in time for an incident right after its start,
+// and the last one gone detaches them again.
 func TestServeAttachesTheLifecycleOnlyWhileAPostmasterRuns(t *testing.T) {
 	testenv.RequirePostgres(t)
 	s := startServe(t)
 	s.waitReady(15 * time.Second)
 	fork := `orphanwatch_programs_attached{hook="tp_btf/sched_process_fork",program="handle_fork"}`
+	idleExec := `orphanwatch_programs_attached{hook="tp_btf/sched_process_exec",program="handle_exec_idle"}`
+	fullExec := `orphanwatch_programs_attached{hook="tp_btf/sched_process_exec",program="handle_exec"}`
 	waitMetrics := func(what string, ok func(m string) bool) string {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
@@ -251,8 +259,8 @@ func TestServeAttachesTheLifecycleOnlyWhileAPostmasterRuns(t *testing.T) {
 		alone = !strings.Contains(m, "\norphanwatch_postmasters{")
 	}
 	if alone {
-		waitMetrics("only the exec program attached with no postmaster", func(m string) bool {
-			return strings.Contains(m, fork+" 0") && strings.Contains(m, `program="handle_exec"} 1`)
+		waitMetrics("only the idle exec program attached with no postmaster", func(m string) bool {
+			return strings.Contains(m, fork+" 0") && strings.Contains(m, idleExec+" 1") && strings.Contains(m, fullExec+" 0")
 		})
 	} else if os.Getenv("CI") == "true" {
 		t.Fatalf("a postmaster runs on the CI host before the test starts one:\n%s", grepLines(m, "orphanwatch_postmasters"))
@@ -264,7 +272,9 @@ func TestServeAttachesTheLifecycleOnlyWhileAPostmasterRuns(t *testing.T) {
 	if err := c.SeedIncident(); err != nil {
 		t.Fatalf("running the incident: %v", err)
 	}
-	waitMetrics("the lifecycle programs attached for the postmaster", func(m string) bool { return strings.Contains(m, fork+" 1") })
+	waitMetrics("the lifecycle programs attached for the postmaster", func(m string) bool {
+		return strings.Contains(m, fork+" 1") && strings.Contains(m, fullExec+" 1") && strings.Contains(m, idleExec+" 0")
+	})
 	r, ok := s.waitRecord(15*time.Second, func(r *report.Record) bool { return r.Verdict == "crash-restart" && r.ParentPID == uint32(c.InitPID) })
 	if !ok {
 		t.Fatalf("no crash-restart record for the incident right after the postmaster's start; serve stderr:\n%s", s.stderr)
@@ -277,7 +287,9 @@ func TestServeAttachesTheLifecycleOnlyWhileAPostmasterRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	if alone {
-		m := waitMetrics("the lifecycle programs detached once the postmaster is gone", func(m string) bool { return strings.Contains(m, fork+" 0") })
+		m := waitMetrics("the lifecycle programs detached once the postmaster is gone", func(m string) bool {
+			return strings.Contains(m, fork+" 0") && strings.Contains(m, idleExec+" 1") && strings.Contains(m, fullExec+" 0")
+		})
 		if !strings.Contains(m, "orphanwatch_program_switches_total 2") {
 			t.Errorf("switches: %s, want 2 (attached, detached)", grepLines(m, "orphanwatch_program_switches_total"))
 		}
