@@ -474,7 +474,7 @@ func (p *Probe) AttachSummary() string {
 		case a.Attached:
 			now = append(now, a.Hook)
 			idle = idle || a.Idle
-		case a.OnDemand:
+		case a.OnDemand && a.Hook != "tp_btf/sched_process_exec":
 			later = append(later, a.Hook)
 		}
 	}
@@ -488,7 +488,7 @@ func (p *Probe) AttachSummary() string {
 	case !idle:
 		return fmt.Sprintf("%s (all of them: %d postmaster(s) watched; when none is left, all detach but an exec program that only compares comms)", attached, watched)
 	default:
-		return fmt.Sprintf("%s (an exec program that only compares comms: no postmaster on this node; %s attach when one starts)", attached, strings.Join(later, ", "))
+		return fmt.Sprintf("%s (no postmaster on this node: an exec program that only compares comms; %s and the full exec program attach when one starts)", attached, strings.Join(later, ", "))
 	}
 }
 

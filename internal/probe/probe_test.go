@@ -543,8 +543,11 @@ func TestKernelServerExecReportedByEitherExecProgram(t *testing.T) {
 	execOf := func(pid int) func(*event.Event) bool {
 		return func(ev *event.Event) bool { return ev.Kind == event.KindExec && ev.Task.PID == uint32(pid) }
 	}
-	phase := func(when, program string) {
+	phase := func(when, program, summary string) {
 		t.Helper()
+		if got := c.probe.AttachSummary(); !strings.Contains(got, summary) {
+			t.Errorf("%s: the startup line says %q, want it to say %q", when, got, summary)
+		}
 		var attached []string
 		for _, a := range c.probe.Attached() {
 			if a.Hook == "tp_btf/sched_process_exec" {
@@ -565,7 +568,7 @@ func TestKernelServerExecReportedByEitherExecProgram(t *testing.T) {
 			t.Errorf("%s: true's exec reached user space", when)
 		}
 	}
-	phase("nothing watched", "handle_exec_idle")
+	phase("nothing watched", "handle_exec_idle", "attached to tp_btf/sched_process_exec (no postmaster on this node: an exec program that only compares comms; tp_btf/sched_process_fork, ")
 	st, err := procfs.Default.ReadStat(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
@@ -574,9 +577,9 @@ func TestKernelServerExecReportedByEitherExecProgram(t *testing.T) {
 	if err := c.probe.Watch(self); err != nil {
 		t.Fatal(err)
 	}
-	phase("a postmaster watched", "handle_exec")
+	phase("a postmaster watched", "handle_exec", "(all of them: 1 postmaster(s) watched;")
 	if err := c.probe.Unwatch(self.PID); err != nil {
 		t.Fatal(err)
 	}
-	phase("the postmaster gone", "handle_exec_idle")
+	phase("the postmaster gone", "handle_exec_idle", "no postmaster on this node")
 }
