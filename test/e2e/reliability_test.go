@@ -71,8 +71,10 @@ func TestSIGTERMDetachesWithinTwoSeconds(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLine(t, stderr, "tracing;")
-	if n := testenv.ProgramsNamed(t, "handle_"); n != before+7 {
-		t.Errorf("%d programs while tracing, want %d", n, before+7)
+	// Eight loaded, attached or not: two exec programs (one attached at a
+	// time), fork, exit, wait, two signal programs and the OOM one.
+	if n := testenv.ProgramsNamed(t, "handle_"); n != before+8 {
+		t.Errorf("%d programs while tracing, want %d", n, before+8)
 	}
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
