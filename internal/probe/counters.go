@@ -19,18 +19,16 @@ type Counters struct {
 // Safe for concurrent use.
 func (p *Probe) Counters() (Counters, error) {
 	var c Counters
-	var perCPU []uint64
 	for key, dst := range map[lifecycleCounter]*uint64{
 		lifecycleCounterCOUNTER_RINGBUF_FULL:       &c.Lost,
 		lifecycleCounterCOUNTER_BIRTHS_EVICTED:     &c.BirthsEvicted,
 		lifecycleCounterCOUNTER_CHILDREN_TRUNCATED: &c.ChildrenTruncated,
 	} {
-		if err := p.lifecycle.Counters.Lookup(uint32(key), &perCPU); err != nil {
-			return c, fmt.Errorf("reading counter %d: %w", key, err)
+		n, err := p.counter(key)
+		if err != nil {
+			return c, err
 		}
-		for _, n := range perCPU {
-			*dst += n
-		}
+		*dst = n
 	}
 	// Forks and exits are the kernel's tallies, not the programs': counting
 	// in the fork and exit programs cost every process on the node a
@@ -61,9 +59,14 @@ func (p *Probe) Counters() (Counters, error) {
 // Lost reads only the count of events the ring buffer dropped: the agent
 // asks after every drain of the ring buffer, too often to read /proc.
 func (p *Probe) Lost() (uint64, error) {
+	return p.counter(lifecycleCounterCOUNTER_RINGBUF_FULL)
+}
+
+// counter sums one of the programs' per-CPU counters.
+func (p *Probe) counter(key lifecycleCounter) (uint64, error) {
 	var perCPU []uint64
-	if err := p.lifecycle.Counters.Lookup(uint32(lifecycleCounterCOUNTER_RINGBUF_FULL), &perCPU); err != nil {
-		return 0, fmt.Errorf("reading the lost events counter: %w", err)
+	if err := p.lifecycle.Counters.Lookup(uint32(key), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading counter %d: %w", key, err)
 	}
 	var n uint64
 	for _, v := range perCPU {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,8 +410,9 @@ func (h *hook) wanted(demand bool) bool {
 // exec unseen while the exec programs trade places; a postgres exec both
 // see is reported twice, and the agent watches a postmaster once. The fork
 // program goes before the rest, so that a process born once they run has
-// its birth record; then the kernel is told the time, before which a
-// missing birth record is no eviction.
+// its birth record; then, if a program that reads births came in, the
+// kernel is told the time, before which a missing birth record is no
+// eviction.
 func (p *Probe) attach(demand bool) error {
 	recording := false
 	for _, h := range p.hooks {
@@ -474,10 +476,12 @@ func (p *Probe) AttachSummary() string {
 		case a.Attached:
 			now = append(now, a.Hook)
 			idle = idle || a.Idle
-		case a.OnDemand && a.Hook != "tp_btf/sched_process_exec":
+		case a.OnDemand:
 			later = append(later, a.Hook)
 		}
 	}
+	// A hook whose idle program runs now gets its full one then: said apart.
+	later = slices.DeleteFunc(later, func(hook string) bool { return slices.Contains(now, hook) })
 	p.mu.Lock()
 	watched := len(p.watched)
 	p.mu.Unlock()

@@ -202,14 +202,8 @@ func waitWatching(t *testing.T, tr *testenv.Tracer, serve *server, pm int) {
 	if _, ok := tr.WaitFor(15*time.Second, forPostmaster(pm, "postmaster-pid1")); !ok {
 		t.Fatalf("trace reported no postmaster-pid1 for %d within 15s:\n%s", pm, tr.Stderr())
 	}
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		_, body := httpGet(t, "http://"+serve.Addr+"/metrics")
-		if strings.Contains(body, `orphanwatch_programs_attached{hook="tp_btf/mark_victim",program="handle_mark_victim"} 1`) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve has not attached its OOM program within 15s of the postmaster's start")
-		}
+	if serve.waitMetric(15*time.Second, "orphanwatch_programs_attached", `program="handle_mark_victim"`, 1) != 1 {
+		t.Fatalf("serve has not attached its OOM program within 15s of the postmaster's start")
 	}
 }
 

@@ -221,10 +221,9 @@ func waitReady(c Cluster, probe string, timeout time.Duration) error {
 func processTree(pid int) string {
 	var b strings.Builder
 	line := func(pid int, indent string) {
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		state := "?"
-		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && len(stat) > i+2 {
-			state = string(stat[i+2])
+		if s, err := readProcStat(pid); err == nil {
+			state = s.state
 		}
 		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))

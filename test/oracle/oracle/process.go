@@ -32,13 +32,15 @@ func (p *Proc) String() string {
 }
 
 // procStat is what the harness reads of /proc/<pid>: the pid namespace
-// inode, the pid in the innermost namespace and the start time.
+// inode, the pid in the innermost namespace, the start time and the
+// scheduler state (R, S, D, T, Z...).
 type procStat struct {
 	pidNS      uint64
 	nsPid      uint32
 	startTicks uint64
 	ppid       int
 	pgid       int
+	state      string
 }
 
 func readProcStat(pid int) (procStat, error) {
@@ -75,6 +77,7 @@ func readProcStat(pid int) (procStat, error) {
 	if len(f) < 20 {
 		return s, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
+	s.state = f[0]
 	s.ppid, _ = strconv.Atoi(f[1])
 	s.pgid, _ = strconv.Atoi(f[2])
 	s.startTicks, _ = strconv.ParseUint(f[19], 10, 64)
