@@ -59,11 +59,20 @@ type run struct {
 	// last reap: a crash it reaped that an earlier wait reports
 	// (event.ReapedEarlier) was acted on.
 	fannedOut bool
+	// unseenCause: that fan-out began a reset no reaped crash explained;
+	// the state before it, in case such a late report names the cause.
+	unseenCause *fanOut
 	// reaped: the last children whose reap was applied, so that a second
 	// report of one (the kernel reaped another child at the call that
 	// named it) changes nothing.
 	reaped  [8]event.ProcessKey
 	nReaped int
+}
+
+// fanOut is a postmaster's state before a fan-out, and when it came.
+type fanOut struct {
+	before verdict.State
+	at     uint64
 }
 
 // death is a child's death, with what is known about it.
@@ -172,8 +181,17 @@ func (a *Agent) onReap(ev *event.Event) {
 		d.oom = proc != nil && proc.OOMKilled
 	}
 	d.ev.Status = ev.Status
-	fannedOut := r.fannedOut
-	r.fannedOut = false
+	fannedOut, cause := r.fannedOut, r.unseenCause
+	r.fannedOut, r.unseenCause = false, nil
+	if ev.Flags&event.ReapedEarlier != 0 && cause != nil && crashBefore(cause, d) {
+		// Its waitpid came before the fan-out, which was this crash's: the
+		// reset began with it, and the children told to quit stay counted.
+		told := r.told
+		r.state = cause.before
+		a.reap(r, d, cause.at)
+		r.told = told
+		return
+	}
 	if r.redoPending != 0 && r.pmsignalOrderMatters(d.child()) {
 		if ev.Flags&event.ReapedEarlier != 0 && fannedOut {
 			// Its waitpid came before the fan-out this event follows.
@@ -184,6 +202,13 @@ func (a *Agent) onReap(ev *event.Event) {
 		}
 	}
 	a.reap(r, d, ev.Time)
+}
+
+// crashBefore: whether the postmaster, as it was before the fan-out, takes
+// the death for a crash.
+func crashBefore(f *fanOut, d *death) bool {
+	s := f.before
+	return s.Reap(d.child(), 0).Crash
 }
 
 // pmsignalOrderMatters: whether PostgreSQL takes the death for a crash if
@@ -247,7 +272,7 @@ func (a *Agent) onReapedAll(ev *event.Event) {
 	}
 	r := a.run(pm)
 	a.arbitrate(r, false)
-	r.fannedOut = false
+	r.fannedOut, r.unseenCause = false, nil
 	if r.redoPending != 0 {
 		a.pmsignalFirst(r)
 	}
@@ -334,8 +359,10 @@ func (a *Agent) onSignal(ev *event.Event) {
 		r := a.run(pm)
 		a.arbitrate(r, true)
 		r.fannedOut = true
+		before := r.state
 		if r.state.FanOut(ev.Time) {
 			r.culprit, r.told = nil, nil // a crash whose cause was not seen
+			r.unseenCause = &fanOut{before: before, at: ev.Time}
 		}
 		if r.state.Resetting {
 			if r.told == nil {
