@@ -239,4 +239,7 @@ func printSummary(w io.Writer, pl *pipeline.Pipeline, elapsed time.Duration) {
 	if c.Lost > 0 {
 		fmt.Fprintf(w, "orphanwatch: WARNING: %d events were lost because the ring buffer was full: raise --ringbuf-size\n", c.Lost)
 	}
+	if stats.ReapsMisordered > 0 {
+		fmt.Fprintf(w, "orphanwatch: WARNING: %d reaps misordered: the kernel named them at a waitpid that reaped another child, so two deaths were decided out of the postmaster's order\n", stats.ReapsMisordered)
+	}
 }

@@ -77,9 +77,11 @@ type Agent struct {
 	unexplained  atomic.Uint64
 	// reapsMissed: deaths decided without seeing the postmaster reap them.
 	reapsMissed atomic.Uint64
-	lostSeen    uint64 // the kernel's lost count when last looked at (reader goroutine)
-	resweep     chan struct{}
-	runs        map[event.ProcessKey]*run // per postmaster, under mu
+	// reapsMisordered: reaps the kernel named one waitpid too early.
+	reapsMisordered atomic.Uint64
+	lostSeen        uint64 // the kernel's lost count when last looked at (reader goroutine)
+	resweep         chan struct{}
+	runs            map[event.ProcessKey]*run // per postmaster, under mu
 }
 
 // New makes an agent.
@@ -393,6 +395,11 @@ type Stats struct {
 	// ReapsMissed: deaths decided without seeing the postmaster reap them
 	// (an event lost): in the order they died, which may not be its.
 	ReapsMissed uint64
+	// ReapsMisordered: reaps the kernel reported at a waitpid that reaped
+	// another child (one became a zombie as the call began): those two
+	// deaths were decided in the wrong order, which matters only when the
+	// postmaster decides them differently in the other.
+	ReapsMisordered uint64
 }
 
 func (a *Agent) Stats() Stats {
@@ -409,5 +416,6 @@ func (a *Agent) Stats() Stats {
 	s.Rediscovered = a.rediscovered.Load()
 	s.Unexplained = a.unexplained.Load()
 	s.ReapsMissed = a.reapsMissed.Load()
+	s.ReapsMisordered = a.reapsMisordered.Load()
 	return s
 }

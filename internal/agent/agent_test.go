@@ -502,6 +502,31 @@ func TestCrashReportedAfterItsFanOutBeganTheReset(t *testing.T) {
 	}
 }
 
+// The same race with a zombie already there: the kernel names that zombie,
+// but the call reaps an older child that became a zombie as it began, and
+// the next call reports both, the first one again. The two deaths were
+// decided out of PostgreSQL's order, and the count says so.
+func TestReapNamedAtTheWrongWaitIsCounted(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	older := psqlExit()
+	younger := childExit(50e7+5e5, task(305, 35, 45, "psql"), 2<<8, 299)
+	f.agent.Handle(younger)
+	f.agent.Handle(older)
+	f.agent.Handle(reapOf(younger)) // named at the call that reaped the older one
+	f.fanOut(50e7+1e6, 101)
+	late := reapOf(older)
+	late.Time, late.Flags = 50e7+2e6, event.ReapedEarlier
+	f.agent.Handle(late)
+	f.agent.Handle(reapOf(younger)) // still a zombie at the next call
+	if n := len(f.sink.byVerdict("crash-restart")) + len(f.sink.byVerdict("casualty")); n != 2 {
+		t.Errorf("%d records of the two deaths, want one each: %+v", n, f.sink.records)
+	}
+	if s := f.agent.Stats(); s.ReapsMisordered != 1 {
+		t.Errorf("reaps misordered = %d, want 1", s.ReapsMisordered)
+	}
+}
+
 // A reap whose death was not seen (its event lost) is decided from the reap
 // alone; a death whose reap was not seen is decided by the sweep.
 func TestDeathsDecidedWithoutAllTheirEvents(t *testing.T) {

@@ -166,6 +166,9 @@ func (a *Agent) onReap(ev *event.Event) {
 	a.arbitrate(r, false)
 	key := ev.Task.Key()
 	if slices.Contains(r.reaped[:], key) {
+		// Reported again: the call that named it reaped another child, whose
+		// report came since (event.ReapedEarlier), out of order.
+		a.reapsMisordered.Add(1)
 		return
 	}
 	r.reaped[r.nReaped%len(r.reaped)] = key

@@ -67,6 +67,7 @@ type Exporter struct {
 	recordWriteErrors *prometheus.Desc
 	rediscovered      *prometheus.Desc
 	reapsMissed       *prometheus.Desc
+	reapsMisordered   *prometheus.Desc
 	eventsLost        *prometheus.Desc
 	eventsMalformed   *prometheus.Desc
 	forks             *prometheus.Desc
@@ -129,6 +130,10 @@ func New(cfg Config) *Exporter {
 		reapsMissed: desc("orphanwatch_reaps_missed_total",
 			"Deaths of postmasters' children decided without seeing the postmaster reap them (an event was "+
 				"lost): decided in the order they died, which may not be the postmaster's."),
+		reapsMisordered: desc("orphanwatch_reaps_misordered_total",
+			"Reaps the kernel reported at a waitpid that reaped another child (it became a zombie as the call "+
+				"began): two deaths decided in the wrong order, which changes a verdict only when the postmaster "+
+				"would decide them differently in the other."),
 		eventsLost: desc("orphanwatch_events_lost_total",
 			"Events the kernel dropped because the ring buffer was full: raise --ringbuf-size."),
 		eventsMalformed: desc("orphanwatch_events_malformed_total",
@@ -165,7 +170,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	ch <- e.buildInfo.Desc()
 	for _, d := range []*prometheus.Desc{
 		e.postmasters, e.postmastersPID1, e.adoptedProcesses, e.trackedProcesses, e.trackedEvicted,
-		e.events, e.recordsByVerdict, e.mispredicted, e.recordWriteErrors, e.rediscovered, e.reapsMissed,
+		e.events, e.recordsByVerdict, e.mispredicted, e.recordWriteErrors, e.rediscovered, e.reapsMissed, e.reapsMisordered,
 		e.eventsLost, e.eventsMalformed, e.forks, e.exits, e.birthsEvicted, e.childrenTruncated, e.programs, e.switches,
 	} {
 		ch <- d
@@ -273,6 +278,7 @@ func (e *Exporter) collectAgent(ch chan<- prometheus.Metric, s agent.Stats) {
 	ch <- prometheus.MustNewConstMetric(e.recordWriteErrors, prometheus.CounterValue, float64(s.SinkErrors))
 	ch <- prometheus.MustNewConstMetric(e.rediscovered, prometheus.CounterValue, float64(s.Rediscovered))
 	ch <- prometheus.MustNewConstMetric(e.reapsMissed, prometheus.CounterValue, float64(s.ReapsMissed))
+	ch <- prometheus.MustNewConstMetric(e.reapsMisordered, prometheus.CounterValue, float64(s.ReapsMisordered))
 }
 
 // NewRegistry is a registry with the exporter and the standard Go and

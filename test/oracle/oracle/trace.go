@@ -149,9 +149,14 @@ type Counters struct {
 	Truncated int64 // orphans not reported (too many children)
 	TableEvictions,
 	Mispredicted int64
+	// Misordered: reaps trace warned it decided out of the postmaster's
+	// order; a miss beside a non-zero count is that race.
+	Misordered int64
 }
 
 var summaryRE = regexp.MustCompile(`kernel saw (\d+) forks and (\d+) exits; lost events (\d+), malformed (\d+), birth records evicted (\d+), orphans not reported \(too many children\) (\d+), table evictions (\d+), mispredicted adoptions (\d+)`)
+
+var misorderedRE = regexp.MustCompile(`WARNING: (\d+) reaps misordered`)
 
 func parseCounters(stderr string) Counters {
 	m := summaryRE.FindStringSubmatch(stderr)
@@ -159,13 +164,17 @@ func parseCounters(stderr string) Counters {
 		return Counters{}
 	}
 	n := func(i int) int64 { v, _ := strconv.ParseInt(m[i], 10, 64); return v }
-	return Counters{Found: true, Forks: n(1), Exits: n(2), Lost: n(3), Malformed: n(4), Evicted: n(5), Truncated: n(6), TableEvictions: n(7), Mispredicted: n(8)}
+	c := Counters{Found: true, Forks: n(1), Exits: n(2), Lost: n(3), Malformed: n(4), Evicted: n(5), Truncated: n(6), TableEvictions: n(7), Mispredicted: n(8)}
+	if w := misorderedRE.FindStringSubmatch(stderr); w != nil {
+		c.Misordered, _ = strconv.ParseInt(w[1], 10, 64)
+	}
+	return c
 }
 
 func (c Counters) String() string {
 	if !c.Found {
 		return "no summary (trace did not print one)"
 	}
-	return fmt.Sprintf("kernel saw %d forks, %d exits; lost events %d, malformed %d, birth records evicted %d, orphans not reported %d, table evictions %d, mispredicted adoptions %d",
-		c.Forks, c.Exits, c.Lost, c.Malformed, c.Evicted, c.Truncated, c.TableEvictions, c.Mispredicted)
+	return fmt.Sprintf("kernel saw %d forks, %d exits; lost events %d, malformed %d, birth records evicted %d, orphans not reported %d, table evictions %d, mispredicted adoptions %d, reaps misordered %d",
+		c.Forks, c.Exits, c.Lost, c.Malformed, c.Evicted, c.Truncated, c.TableEvictions, c.Mispredicted, c.Misordered)
 }
