@@ -466,39 +466,53 @@ func TestPMSignalOrderDecidedByWhatThePostmasterDoesNext(t *testing.T) {
 // lock: a child that becomes a zombie in between is reaped unseen, and the
 // next call reports it (event.ReapedEarlier), after the fan-out it caused.
 // That crash began the reset; the fan-out is no crash of an unseen cause.
-// Once with PostgreSQL running, once with PostgreSQL 15 back to acting on
-// crashes (the pmsignal) while the last reset's recovery still runs.
+// With PostgreSQL running; with PostgreSQL 15 back to acting on crashes
+// (the pmsignal) while the last reset's recovery still runs; and with
+// PostgreSQL 17's pmsignal waiting for the reaping pass, which the fan-out
+// shows it did not (a crash acted on).
 func TestCrashReportedAfterItsFanOutBeganTheReset(t *testing.T) {
-	for _, afterPMSignal := range []bool{false, true} {
-		f := newFixture(t, false)
-		f.postmasterExec()
-		if afterPMSignal {
-			f.die(childExit(30e7, task(304, 34, 25, "sh"), 3<<8, 299))
-			f.fanOut(30e7+1e6, 101)
-			redo := &event.Event{Kind: event.KindPMSignal, Time: 40e7, Parent: postmaster}
-			redo.Task.Start = 35e7 // the startup process, forked after that crash
-			f.agent.Handle(redo)
-		}
-		psql := psqlExit()
-		f.agent.Handle(psql)
-		f.fanOut(50e7+1e6, 101, 102)
-		late := reapOf(psql)
-		late.Time, late.Flags = 50e7+2e6, event.ReapedEarlier
-		f.agent.Handle(late)
-		if rs := f.sink.byVerdict("crash-restart"); len(rs) == 0 || rs[len(rs)-1].NSPid != 9 {
-			t.Fatalf("after pmsignal %v: no crash-restart of psql ns pid 9: %+v", afterPMSignal, f.sink.records)
-		}
-		if rs := f.sink.byVerdict("casualty"); len(rs) != 0 {
-			t.Errorf("after pmsignal %v: casualties %+v", afterPMSignal, rs)
-		}
-		f.startupEnds(80e7)
-		rs := f.sink.byVerdict("crash-restart-confirmed")
-		if len(rs) != 1 || rs[0].Trigger == nil || rs[0].Trigger.NSPid != 9 || rs[0].Terminated != 2 {
-			t.Errorf("after pmsignal %v: confirmed = %+v, want one naming ns pid 9, 2 told to quit", afterPMSignal, rs)
-		}
-		if s := f.agent.Stats(); s.Unexplained != 0 {
-			t.Errorf("after pmsignal %v: %d unexplained", afterPMSignal, s.Unexplained)
-		}
+	for _, tc := range []struct {
+		name     string
+		major    int
+		pmsignal bool        // an earlier crash's startup process has sent its pmsignal
+		flags    event.Flags // of that pmsignal
+	}{
+		{"running", 15, false, 0},
+		{"15 after the pmsignal", 15, true, 0},
+		{"17 with the pmsignal waiting", 17, true, event.ZombiesPending},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, false)
+			f.postmasterExec()
+			f.agent.cfg.Table.Postmaster(postmaster.Key()).Major = tc.major
+			if tc.pmsignal {
+				f.die(childExit(30e7, task(304, 34, 25, "sh"), 3<<8, 299))
+				f.fanOut(30e7+1e6, 101)
+				redo := &event.Event{Kind: event.KindPMSignal, Time: 40e7, Parent: postmaster, Flags: tc.flags}
+				redo.Task.Start = 35e7 // the startup process, forked after that crash
+				f.agent.Handle(redo)
+			}
+			psql := psqlExit()
+			f.agent.Handle(psql)
+			f.fanOut(50e7+1e6, 101, 102)
+			late := reapOf(psql)
+			late.Time, late.Flags = 50e7+2e6, event.ReapedEarlier
+			f.agent.Handle(late)
+			if rs := f.sink.byVerdict("crash-restart"); len(rs) == 0 || rs[len(rs)-1].NSPid != 9 {
+				t.Fatalf("no crash-restart of psql ns pid 9: %+v", f.sink.records)
+			}
+			if rs := f.sink.byVerdict("casualty"); len(rs) != 0 {
+				t.Errorf("casualties %+v", rs)
+			}
+			f.startupEnds(80e7)
+			rs := f.sink.byVerdict("crash-restart-confirmed")
+			if len(rs) != 1 || rs[0].Trigger == nil || rs[0].Trigger.NSPid != 9 || rs[0].Terminated != 2 {
+				t.Errorf("confirmed = %+v, want one naming ns pid 9, 2 told to quit", rs)
+			}
+			if s := f.agent.Stats(); s.Unexplained != 0 {
+				t.Errorf("%d unexplained", s.Unexplained)
+			}
+		})
 	}
 }
 

@@ -56,12 +56,9 @@ type run struct {
 	undecided   *death
 	undecidedAt uint64 // its reap (boot ns)
 	// fannedOut: the postmaster has told its children to quit since its
-	// last reap: a crash it reaped that an earlier wait reports
-	// (event.ReapedEarlier) was acted on.
-	fannedOut bool
-	// unseenCause: that fan-out began a reset no reaped crash explained;
-	// the state before it, in case such a late report names the cause.
-	unseenCause *fanOut
+	// last reap or pmsignal (nil if not): a reap an earlier wait reports
+	// (event.ReapedEarlier) came before that fan-out.
+	fannedOut *fanOut
 	// reaped: the last children whose reap was applied, so that a second
 	// report of one (the kernel reaped another child at the call that
 	// named it) changes nothing.
@@ -69,7 +66,7 @@ type run struct {
 	nReaped int
 }
 
-// fanOut is a postmaster's state before a fan-out, and when it came.
+// fanOut is a postmaster's state before a fan-out, and when it began.
 type fanOut struct {
 	before verdict.State
 	at     uint64
@@ -184,34 +181,36 @@ func (a *Agent) onReap(ev *event.Event) {
 		d.oom = proc != nil && proc.OOMKilled
 	}
 	d.ev.Status = ev.Status
-	fannedOut, cause := r.fannedOut, r.unseenCause
-	r.fannedOut, r.unseenCause = false, nil
-	if ev.Flags&event.ReapedEarlier != 0 && cause != nil && crashBefore(cause, d) {
-		// Its waitpid came before the fan-out, which was this crash's: the
-		// reset began with it, and the children told to quit stay counted.
-		told := r.told
-		r.state = cause.before
-		a.reap(r, d, cause.at)
-		r.told = told
+	fannedOut := r.fannedOut
+	r.fannedOut = nil
+	if ev.Flags&event.ReapedEarlier != 0 && fannedOut != nil {
+		a.reapBefore(r, d, fannedOut)
 		return
 	}
 	if r.redoPending != 0 && r.pmsignalOrderMatters(d.child()) {
-		if ev.Flags&event.ReapedEarlier != 0 && fannedOut {
-			// Its waitpid came before the fan-out this event follows.
-			a.pmsignalFirst(r)
-		} else {
-			r.undecided, r.undecidedAt = d, ev.Time
-			return
-		}
+		r.undecided, r.undecidedAt = d, ev.Time
+		return
 	}
 	a.reap(r, d, ev.Time)
 }
 
-// crashBefore: whether the postmaster, as it was before the fan-out, takes
-// the death for a crash.
-func crashBefore(f *fanOut, d *death) bool {
-	s := f.before
-	return s.Reap(d.child(), 0).Crash
+// reapBefore applies a reap whose waitpid came before the fan-out the
+// kernel reported first (event.ReapedEarlier: the child became a zombie
+// as that call began): in the state before the fan-out, which is then
+// applied again. A crash that state acts on began the reset; the fan-out
+// shows it was acted on, so a waiting pmsignal came first. The children
+// told to quit stay counted.
+func (a *Agent) reapBefore(r *run, d *death, f *fanOut) {
+	told := r.told
+	r.state = f.before
+	if r.redoPending != 0 && r.pmsignalOrderMatters(d.child()) {
+		a.pmsignalFirst(r)
+	}
+	a.reap(r, d, f.at)
+	if r.state.FanOut(f.at) {
+		r.culprit = nil // a crash whose cause was not seen
+	}
+	r.told = told
 }
 
 // pmsignalOrderMatters: whether PostgreSQL takes the death for a crash if
@@ -260,6 +259,7 @@ func (a *Agent) onPMSignal(ev *event.Event) {
 	}
 	r := a.run(pm)
 	a.arbitrate(r, false)
+	r.fannedOut = nil
 	if ev.Flags&event.ZombiesPending != 0 && verdict.RuleFor(pm.Major).PMSignalAfterReaping {
 		r.redoPending = ev.Task.Start
 		return
@@ -275,7 +275,7 @@ func (a *Agent) onReapedAll(ev *event.Event) {
 	}
 	r := a.run(pm)
 	a.arbitrate(r, false)
-	r.fannedOut, r.unseenCause = false, nil
+	r.fannedOut = nil
 	if r.redoPending != 0 {
 		a.pmsignalFirst(r)
 	}
@@ -361,11 +361,11 @@ func (a *Agent) onSignal(ev *event.Event) {
 		// are not server processes), or an immediate shutdown's.
 		r := a.run(pm)
 		a.arbitrate(r, true)
-		r.fannedOut = true
-		before := r.state
+		if r.fannedOut == nil {
+			r.fannedOut = &fanOut{before: r.state, at: ev.Time}
+		}
 		if r.state.FanOut(ev.Time) {
 			r.culprit, r.told = nil, nil // a crash whose cause was not seen
-			r.unseenCause = &fanOut{before: before, at: ev.Time}
 		}
 		if r.state.Resetting {
 			if r.told == nil {
