@@ -516,6 +516,40 @@ func TestCrashReportedAfterItsFanOutBeganTheReset(t *testing.T) {
 	}
 }
 
+// The startup process's end, reaped as a fan-out began (reported after
+// it): recovery from the first crash ended, and the fan-out is a new
+// reset of its own, whose cause was not seen. The first is confirmed with
+// its culprit and the children it told to quit.
+func TestRecoveryEndReportedAfterTheNextFanOut(t *testing.T) {
+	f := newFixture(t, false)
+	f.postmasterExec()
+	f.die(psqlExit())
+	f.fanOut(50e7+1e6, 101, 102)
+	startup := task(110, 40, 0, "postgres")
+	startup.Start = 60e7
+	redo := &event.Event{Kind: event.KindPMSignal, Time: 61e7, Parent: postmaster}
+	redo.Task.Start = startup.Start
+	f.agent.Handle(redo)
+	end := childExit(70e7, startup, 0, 100)
+	f.agent.Handle(end)
+	f.fanOut(70e7+1e6, 103)
+	late := reapOf(end)
+	late.Time, late.Flags = 70e7+2e6, event.ReapedEarlier
+	f.agent.Handle(late)
+	rs := f.sink.byVerdict("crash-restart-confirmed")
+	if len(rs) != 1 || rs[0].Trigger == nil || rs[0].Trigger.NSPid != 9 || rs[0].Terminated != 2 {
+		t.Fatalf("confirmed = %+v, want one naming ns pid 9, 2 told to quit", rs)
+	}
+	if s := f.agent.Stats(); s.Unexplained != 0 {
+		t.Errorf("%d unexplained before the second reset ends", s.Unexplained)
+	}
+	f.startupEnds(90e7)
+	rs = f.sink.byVerdict("crash-restart-confirmed")
+	if len(rs) != 2 || rs[1].Trigger != nil || rs[1].Terminated != 1 {
+		t.Errorf("second confirmed = %+v, want one with no culprit, 1 told to quit", rs[len(rs)-1])
+	}
+}
+
 // The same race with a zombie already there: the kernel names that zombie,
 // but the call reaps an older child that became a zombie as it began, and
 // the next call reports both, the first one again. The two deaths were

@@ -66,10 +66,13 @@ type run struct {
 	nReaped int
 }
 
-// fanOut is a postmaster's state before a fan-out, and when it began.
+// fanOut is what the agent knew of a postmaster before a fan-out, and
+// when the fan-out began.
 type fanOut struct {
-	before verdict.State
-	at     uint64
+	before  verdict.State
+	culprit *report.Trigger
+	told    map[uint32]bool
+	at      uint64
 }
 
 // death is a child's death, with what is known about it.
@@ -199,10 +202,10 @@ func (a *Agent) onReap(ev *event.Event) {
 // as that call began): in the state before the fan-out, which is then
 // applied again. A crash that state acts on began the reset; the fan-out
 // shows it was acted on, so a waiting pmsignal came first. The children
-// told to quit stay counted.
+// told to quit count for the reset the fan-out is part of.
 func (a *Agent) reapBefore(r *run, d *death, f *fanOut) {
 	told := r.told
-	r.state = f.before
+	r.state, r.culprit, r.told = f.before, f.culprit, f.told
 	if r.redoPending != 0 && r.pmsignalOrderMatters(d.child()) {
 		a.pmsignalFirst(r)
 	}
@@ -362,7 +365,7 @@ func (a *Agent) onSignal(ev *event.Event) {
 		r := a.run(pm)
 		a.arbitrate(r, true)
 		if r.fannedOut == nil {
-			r.fannedOut = &fanOut{before: r.state, at: ev.Time}
+			r.fannedOut = &fanOut{before: r.state, culprit: r.culprit, told: r.told, at: ev.Time}
 		}
 		if r.state.FanOut(ev.Time) {
 			r.culprit, r.told = nil, nil // a crash whose cause was not seen
