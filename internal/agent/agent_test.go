@@ -228,6 +228,15 @@ func reapOf(ev *event.Event) *event.Event {
 	return &event.Event{Kind: event.KindReap, Time: ev.Time + 1e5, Status: ev.Status, Task: ev.Task, Parent: postmaster}
 }
 
+// reapedLate is the reap of the child whose death ev began, reported at
+// boot time at by the postmaster's next waitpid: the call that made it
+// began before the child was a zombie (event.ReapedEarlier).
+func reapedLate(ev *event.Event, at uint64) *event.Event {
+	r := reapOf(ev)
+	r.Time, r.Flags = at, event.ReapedEarlier
+	return r
+}
+
 // die reports deaths as the kernel does: each beginning, then the
 // postmaster reaping them in the same order.
 func (f *fixture) die(deaths ...*event.Event) {
@@ -495,9 +504,7 @@ func TestCrashReportedAfterItsFanOutBeganTheReset(t *testing.T) {
 			psql := psqlExit()
 			f.agent.Handle(psql)
 			f.fanOut(50e7+1e6, 101, 102)
-			late := reapOf(psql)
-			late.Time, late.Flags = 50e7+2e6, event.ReapedEarlier
-			f.agent.Handle(late)
+			f.agent.Handle(reapedLate(psql, 50e7+2e6))
 			if rs := f.sink.byVerdict("crash-restart"); len(rs) == 0 || rs[len(rs)-1].NSPid != 9 {
 				t.Fatalf("no crash-restart of psql ns pid 9: %+v", f.sink.records)
 			}
@@ -533,9 +540,7 @@ func TestRecoveryEndReportedAfterTheNextFanOut(t *testing.T) {
 	end := childExit(70e7, startup, 0, 100)
 	f.agent.Handle(end)
 	f.fanOut(70e7+1e6, 103)
-	late := reapOf(end)
-	late.Time, late.Flags = 70e7+2e6, event.ReapedEarlier
-	f.agent.Handle(late)
+	f.agent.Handle(reapedLate(end, 70e7+2e6))
 	rs := f.sink.byVerdict("crash-restart-confirmed")
 	if len(rs) != 1 || rs[0].Trigger == nil || rs[0].Trigger.NSPid != 9 || rs[0].Terminated != 2 {
 		t.Fatalf("confirmed = %+v, want one naming ns pid 9, 2 told to quit", rs)
@@ -563,9 +568,7 @@ func TestReapNamedAtTheWrongWaitIsCounted(t *testing.T) {
 	f.agent.Handle(older)
 	f.agent.Handle(reapOf(younger)) // named at the call that reaped the older one
 	f.fanOut(50e7+1e6, 101)
-	late := reapOf(older)
-	late.Time, late.Flags = 50e7+2e6, event.ReapedEarlier
-	f.agent.Handle(late)
+	f.agent.Handle(reapedLate(older, 50e7+2e6))
 	f.agent.Handle(reapOf(younger)) // still a zombie at the next call
 	if n := len(f.sink.byVerdict("crash-restart")) + len(f.sink.byVerdict("casualty")); n != 2 {
 		t.Errorf("%d records of the two deaths, want one each: %+v", n, f.sink.records)
